@@ -1,0 +1,262 @@
+//! The shared wasmtime engine, tuned for many short evaluations, and compiled rules.
+
+use crate::bindings;
+use crate::config::EngineConfig;
+use crate::error::{ConfigError, LoadError};
+use crate::sandbox::StoreState;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// The interface a rule imports from the host, and the types interface it may import too.
+const HOST_IMPORTS: [&str; 2] = ["rulebox:rule/host@0.1.0", "rulebox:rule/types@0.1.0"];
+
+/// Compiles rules and runs them. Cheap to clone; share one per process.
+///
+/// Holds one wasmtime engine (component model, pooling allocator, fuel metering, epoch
+/// interruption), the linker with WASI and the `rulebox:rule/host` interface, and a thread
+/// that advances the epoch every [`EngineConfig::epoch_tick_ms`] to enforce deadlines.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    wasmtime: wasmtime::Engine,
+    linker: Linker<StoreState>,
+    config: EngineConfig,
+    _ticker: Ticker,
+}
+
+impl Engine {
+    /// Builds an engine; fails with the field at fault when `config` is invalid.
+    pub fn new(config: EngineConfig) -> Result<Engine, ConfigError> {
+        config.validate()?;
+        let n = config.max_instances;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            // A Rust wasip2 rule is one main module plus a few small shims.
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .max_memory_size(config.max_limits.memory_bytes)
+            .linear_memory_keep_resident(config.keep_resident_bytes)
+            .table_keep_resident(16 << 10);
+        let mut wt = wasmtime::Config::new();
+        wt.wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let wasmtime =
+            wasmtime::Engine::new(&wt).map_err(|e| ConfigError::new("engine", format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&wasmtime);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| {
+                bindings::Rule::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s)
+            })
+            .map_err(|e| ConfigError::new("engine", format!("linker: {e:#}")))?;
+
+        let ticker = Ticker::start(&wasmtime, Duration::from_millis(config.epoch_tick_ms));
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                wasmtime,
+                linker,
+                config,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// The configuration this engine was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The underlying wasmtime engine, for embedders who need it (benchmarks, tooling).
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner.wasmtime
+    }
+
+    /// Reads and compiles a rule component from a file.
+    pub fn load_file(&self, path: impl AsRef<Path>) -> Result<RulePre, LoadError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        self.load(&bytes)
+    }
+
+    /// Compiles a rule component and checks that it is a `rulebox:rule@0.1.0` rule.
+    pub fn load(&self, bytes: &[u8]) -> Result<RulePre, LoadError> {
+        check_header(bytes)?;
+        let component = Component::new(&self.inner.wasmtime, bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        self.prepare(component, digest)
+    }
+
+    /// Checks a compiled component against the rule world and readies it for instantiation.
+    pub(crate) fn prepare(
+        &self,
+        component: Component,
+        digest: [u8; 32],
+    ) -> Result<RulePre, LoadError> {
+        let ty = component.component_type();
+        let engine = &self.inner.wasmtime;
+        if ty.get_export(engine, "evaluate").is_none() {
+            let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+            return Err(LoadError::MissingExport(format!(
+                "it has no `evaluate` export (it exports: {})",
+                if exports.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    exports.join(", ")
+                }
+            )));
+        }
+        for (name, _) in ty.imports(engine) {
+            if !(name.starts_with("wasi:") || HOST_IMPORTS.contains(&name)) {
+                return Err(LoadError::UnexpectedImport(name.to_owned()));
+            }
+        }
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = bindings::RulePre::new(instance_pre)
+            .map_err(|e| LoadError::MissingExport(format!("{e:#}")))?;
+        Ok(RulePre {
+            inner: Arc::new(RulePreInner {
+                pre,
+                component,
+                digest,
+                engine: self.clone(),
+            }),
+        })
+    }
+}
+
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm);
+    }
+    // Bytes 6..8 are the "layer": 0 for a core module, 1 for a component.
+    if bytes[6..8] == [0, 0] {
+        return Err(LoadError::CoreModule);
+    }
+    Ok(())
+}
+
+/// A compiled rule component, checked against the rule world, ready to instantiate.
+///
+/// Compiling is the expensive step (tens of milliseconds); keep a `RulePre` and create as
+/// many [`Rule`](crate::Rule)s from it as you have configurations. Cheap to clone.
+#[derive(Clone)]
+pub struct RulePre {
+    inner: Arc<RulePreInner>,
+}
+
+struct RulePreInner {
+    pre: bindings::RulePre<StoreState>,
+    component: Component,
+    digest: [u8; 32],
+    engine: Engine,
+}
+
+impl RulePre {
+    /// SHA-256 of the component's bytes: its identity.
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.inner.digest
+    }
+
+    /// [`RulePre::digest`] as lower-case hex.
+    pub fn digest_hex(&self) -> String {
+        hex::encode(self.inner.digest)
+    }
+
+    /// The engine this was compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The compiled component.
+    pub fn component(&self) -> &Component {
+        &self.inner.component
+    }
+
+    pub(crate) fn pre(&self) -> &bindings::RulePre<StoreState> {
+        &self.inner.pre
+    }
+}
+
+impl std::fmt::Debug for RulePre {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RulePre")
+            .field("digest", &self.digest_hex())
+            .finish()
+    }
+}
+
+/// Advances the engine's epoch on a fixed tick until dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: &wasmtime::Engine, tick: Duration) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("rulebox-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(tick);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawning the epoch thread");
+        Ticker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_and_core_modules_are_named() {
+        let engine = Engine::new(EngineConfig::default()).unwrap();
+        assert_eq!(engine.load(b"hello world").unwrap_err(), LoadError::NotWasm);
+        let core = b"\0asm\x01\0\0\0";
+        assert_eq!(engine.load(core).unwrap_err(), LoadError::CoreModule);
+        let err = engine.load(b"\0asm\x0d\0\x01\0\xff\xff").unwrap_err();
+        assert!(matches!(err, LoadError::Compile(_)), "{err:?}");
+    }
+}

@@ -1,0 +1,50 @@
+//! # rulebox
+//!
+//! Runs business and policy rules as sandboxed, metered WebAssembly components.
+//!
+//! A rule is a component of the world `rulebox:rule/rule@0.1.0` (see `wit/rule.wit`): it
+//! receives a [`Request`](https://docs.rs/rulebox-sdk) built from the input document and
+//! returns a [`Decision`] or a rule error. The host compiles each component once
+//! ([`Engine::load`] gives a [`RulePre`]), configures it as a [`Rule`] (what it reads, its
+//! settings, read-only directory grants, [`Limits`]), and evaluates every input in a fresh
+//! instance with a fuel budget, a wall-clock deadline and a memory cap. Every [`Evaluation`]
+//! says what it cost ([`Metering`]); every failure has an [`ErrorKind`] a caller can act on.
+//!
+//! ```no_run
+//! use rulebox::{Engine, EngineConfig, Input, Rule};
+//!
+//! fn main() -> anyhow::Result<()> {
+//!     let engine = Engine::new(EngineConfig::default())?;
+//!     let pre = engine.load_file("amount_limit.wasm")?;
+//!     let rule = Rule::builder("amount-limit", pre)
+//!         .reads(["order.amount"])
+//!         .settings(serde_json::json!({ "max": 1000 }))
+//!         .build()?;
+//!     let eval = rule.evaluate(&Input::from_json(r#"{"order":{"amount":1200}}"#)?);
+//!     println!("{}", eval.to_json());
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Layout
+//! - `engine`: the shared wasmtime engine and compiled rules ([`Engine`], [`RulePre`]).
+//! - `rule`: configured rules and evaluation ([`Rule`], [`Decision`], [`Evaluation`]).
+//! - `sandbox`: the per-evaluation store: limiter, captured stdio, the host `log` import.
+//! - `input`: the input document, parsed once, and its projection onto each rule's `reads`.
+//! - `config`: [`EngineConfig`] and [`Limits`].
+//! - `error`: [`EvalError`], [`ErrorKind`], [`LoadError`], [`ConfigError`].
+//! - `bindings`: the one `bindgen!` over the WIT.
+
+mod bindings;
+mod config;
+mod engine;
+mod error;
+mod input;
+mod rule;
+mod sandbox;
+
+pub use config::{EngineConfig, Limits, LimitsOverride};
+pub use engine::{Engine, RulePre};
+pub use error::{ConfigError, ErrorKind, EvalError, InputError, LoadError};
+pub use input::{FactPath, Input, Reads};
+pub use rule::{Decision, Evaluation, Grant, Metering, Rule, RuleBuilder, Upstream, Verdict};

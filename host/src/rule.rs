@@ -1,0 +1,507 @@
+//! A rule: a compiled component plus its configuration (what it reads, its settings, grants
+//! and limits), and the evaluation of one input in a fresh, metered sandbox.
+
+use crate::bindings::types;
+use crate::config::{Limits, LimitsOverride};
+use crate::engine::RulePre;
+use crate::error::{ConfigError, EvalError};
+use crate::input::{Input, Reads};
+use crate::sandbox::{Capture, Limiter, RuleLog, StoreState, truncate};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// What a rule decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Let it through.
+    Allow,
+    /// Stop it.
+    Deny,
+    /// Send it to a person.
+    Review,
+    /// No opinion: the rule does not apply.
+    Abstain,
+}
+
+/// A rule's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// An optional score (risk, confidence, ...); always finite.
+    pub score: Option<f64>,
+    /// Human-readable reasons.
+    pub reasons: Vec<String>,
+    /// Extra result data, handed to dependent rules and returned to the caller.
+    pub output: Option<serde_json::Value>,
+}
+
+impl Decision {
+    /// A decision with this verdict and nothing else.
+    pub fn new(verdict: Verdict) -> Decision {
+        Decision {
+            verdict,
+            score: None,
+            reasons: Vec::new(),
+            output: None,
+        }
+    }
+
+    fn to_wit(&self) -> types::Decision {
+        types::Decision {
+            verdict: match self.verdict {
+                Verdict::Allow => types::Verdict::Allow,
+                Verdict::Deny => types::Verdict::Deny,
+                Verdict::Review => types::Verdict::Review,
+                Verdict::Abstain => types::Verdict::Abstain,
+            },
+            score: self.score,
+            reasons: self.reasons.clone(),
+            output: self.output.as_ref().map(|v| v.to_string()),
+        }
+    }
+
+    /// Checks and converts what the guest returned.
+    fn from_wit(d: types::Decision, output_limit: usize) -> Result<Decision, EvalError> {
+        let size = d.reasons.iter().map(String::len).sum::<usize>()
+            + d.output.as_ref().map_or(0, String::len);
+        if size > output_limit {
+            return Err(EvalError::OutputTooLarge {
+                size,
+                limit: output_limit,
+            });
+        }
+        if let Some(score) = d.score
+            && !score.is_finite()
+        {
+            return Err(EvalError::InvalidOutput(format!(
+                "score {score} is not a finite number"
+            )));
+        }
+        let output = match d.output {
+            None => None,
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+                EvalError::InvalidOutput(format!(
+                    "output is not JSON ({e}): {}",
+                    truncate(text, 80)
+                ))
+            })?),
+        };
+        Ok(Decision {
+            verdict: match d.verdict {
+                types::Verdict::Allow => Verdict::Allow,
+                types::Verdict::Deny => Verdict::Deny,
+                types::Verdict::Review => Verdict::Review,
+                types::Verdict::Abstain => Verdict::Abstain,
+            },
+            score: d.score,
+            reasons: d.reasons,
+            output,
+        })
+    }
+}
+
+/// The decision of a rule this rule depends on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Upstream {
+    /// The upstream rule's name.
+    pub rule: String,
+    /// What it decided.
+    pub decision: Decision,
+}
+
+/// What one evaluation cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metering {
+    /// Fuel burnt (roughly, Wasm instructions executed).
+    pub fuel: u64,
+    /// Wall time from sandbox creation to the checked result, in microseconds.
+    pub wall_us: u64,
+    /// Peak linear memory of the instance, in bytes.
+    pub memory_peak_bytes: u64,
+}
+
+/// The result of one evaluation: a decision or an error, and what it cost either way.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// The rule's name.
+    pub rule: Arc<str>,
+    /// The decision, or why there is none.
+    pub result: Result<Decision, EvalError>,
+    /// What it cost.
+    pub metering: Metering,
+}
+
+impl Evaluation {
+    /// The JSON form used by `rulebox eval` and the server: `rule`, `ok`, `decision` or
+    /// `error {kind, message}`, `metering`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut obj = serde_json::json!({
+            "rule": &*self.rule,
+            "ok": self.result.is_ok(),
+            "metering": self.metering,
+        });
+        match &self.result {
+            Ok(d) => obj["decision"] = serde_json::to_value(d).unwrap_or_default(),
+            Err(e) => {
+                obj["error"] = serde_json::json!({"kind": e.kind(), "message": e.to_string()})
+            }
+        }
+        obj
+    }
+}
+
+/// A read-only directory the rule may read, opened with cap-std: nothing outside it is
+/// reachable through it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the rule sees it (e.g. `/data`).
+    pub guest: String,
+}
+
+impl Grant {
+    /// Parses `HOST_DIR:GUEST_DIR`.
+    pub fn parse(spec: &str) -> Result<Grant, ConfigError> {
+        let (host, guest) = spec.rsplit_once(':').ok_or_else(|| {
+            ConfigError::new("grant", format!("`{spec}` is not HOST_DIR:GUEST_DIR"))
+        })?;
+        Ok(Grant {
+            host: host.into(),
+            guest: guest.to_owned(),
+        })
+    }
+}
+
+/// A rule ready to evaluate: a [`RulePre`] plus its configuration. Cheap to clone, `Send` and
+/// `Sync`: evaluate it from as many threads as you like; each evaluation gets its own
+/// instance.
+#[derive(Clone)]
+pub struct Rule {
+    inner: Arc<RuleInner>,
+}
+
+struct RuleInner {
+    name: Arc<str>,
+    pre: RulePre,
+    reads: Reads,
+    settings: String,
+    grants: Vec<Grant>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule")
+            .field("name", &self.inner.name)
+            .field("digest", &self.inner.pre.digest_hex())
+            .field("reads", &self.inner.reads)
+            .field("limits", &self.inner.limits)
+            .finish()
+    }
+}
+
+/// Configures a [`Rule`].
+pub struct RuleBuilder {
+    name: String,
+    pre: RulePre,
+    reads: Vec<String>,
+    settings: serde_json::Value,
+    grants: Vec<Grant>,
+    limits: LimitsOverride,
+}
+
+impl RuleBuilder {
+    /// The JSON paths the rule reads (`["*"]` for the whole document). Default: none.
+    pub fn reads<S: Into<String>>(mut self, paths: impl IntoIterator<Item = S>) -> Self {
+        self.reads = paths.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The rule's settings; must be a JSON object. Default `{}`.
+    pub fn settings(mut self, settings: serde_json::Value) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Adds a read-only directory grant.
+    pub fn grant(mut self, grant: Grant) -> Self {
+        self.grants.push(grant);
+        self
+    }
+
+    /// Overrides some of the engine's default limits.
+    pub fn limits(mut self, limits: LimitsOverride) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Validates everything, naming the field at fault.
+    pub fn build(self) -> Result<Rule, ConfigError> {
+        if self.name.is_empty() {
+            return Err(ConfigError::new("name", "must not be empty"));
+        }
+        let reads = Reads::parse(&self.reads)?;
+        if !self.settings.is_object() {
+            return Err(ConfigError::new("settings", "must be a JSON object"));
+        }
+        for (i, g) in self.grants.iter().enumerate() {
+            if !g.host.is_dir() {
+                return Err(ConfigError::new(
+                    format!("grants[{i}]"),
+                    format!("`{}` is not a directory", g.host.display()),
+                ));
+            }
+            if !g.guest.starts_with('/') || g.guest.split('/').any(|s| s == "..") {
+                return Err(ConfigError::new(
+                    format!("grants[{i}]"),
+                    format!("guest path `{}` must be absolute, without `..`", g.guest),
+                ));
+            }
+        }
+        let engine = self.pre.engine().config();
+        let limits = engine.default_limits.with(&self.limits);
+        limits.check_within(&engine.max_limits, "limits.")?;
+        Ok(Rule {
+            inner: Arc::new(RuleInner {
+                name: self.name.into(),
+                pre: self.pre,
+                reads,
+                settings: self.settings.to_string(),
+                grants: self.grants,
+                limits,
+            }),
+        })
+    }
+}
+
+impl Rule {
+    /// Starts configuring a rule named `name` around a compiled component.
+    pub fn builder(name: impl Into<String>, pre: RulePre) -> RuleBuilder {
+        RuleBuilder {
+            name: name.into(),
+            pre,
+            reads: Vec::new(),
+            settings: serde_json::json!({}),
+            grants: Vec::new(),
+            limits: LimitsOverride::default(),
+        }
+    }
+
+    /// The rule's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// What the rule reads.
+    pub fn reads(&self) -> &Reads {
+        &self.inner.reads
+    }
+
+    /// The compiled component.
+    pub fn pre(&self) -> &RulePre {
+        &self.inner.pre
+    }
+
+    /// The settings, as JSON text.
+    pub fn settings_json(&self) -> &str {
+        &self.inner.settings
+    }
+
+    /// The limits each evaluation runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The same rule with some limits changed (for one call, say); checked against the
+    /// engine's maxima.
+    pub fn with_limits(&self, over: &LimitsOverride) -> Result<Rule, ConfigError> {
+        let limits = self.inner.limits.with(over);
+        limits.check_within(&self.inner.pre.engine().config().max_limits, "limits.")?;
+        Ok(Rule {
+            inner: Arc::new(RuleInner {
+                name: self.inner.name.clone(),
+                pre: self.inner.pre.clone(),
+                reads: self.inner.reads.clone(),
+                settings: self.inner.settings.clone(),
+                grants: self.inner.grants.clone(),
+                limits,
+            }),
+        })
+    }
+
+    /// Evaluates one input in a fresh sandbox.
+    pub fn evaluate(&self, input: &Input) -> Evaluation {
+        self.evaluate_with(input, &[])
+    }
+
+    /// Evaluates one input, handing the rule the decisions of the rules it depends on.
+    pub fn evaluate_with(&self, input: &Input, upstream: &[Upstream]) -> Evaluation {
+        let rule = &*self.inner;
+        let span = tracing::info_span!(
+            "evaluate",
+            rule = &*rule.name,
+            outcome = tracing::field::Empty,
+            fuel = tracing::field::Empty,
+            wall_us = tracing::field::Empty,
+        );
+        let _enter = span.enter();
+        let start = Instant::now();
+        let (result, fuel, memory_peak) = self.run(input, upstream);
+        let metering = Metering {
+            fuel,
+            wall_us: start.elapsed().as_micros() as u64,
+            memory_peak_bytes: memory_peak as u64,
+        };
+        match &result {
+            Ok(d) => span.record("outcome", tracing::field::debug(d.verdict)),
+            Err(e) => span.record("outcome", e.kind().as_str()),
+        };
+        span.record("fuel", metering.fuel);
+        span.record("wall_us", metering.wall_us);
+        Evaluation {
+            rule: rule.name.clone(),
+            result,
+            metering,
+        }
+    }
+
+    fn run(
+        &self,
+        input: &Input,
+        upstream: &[Upstream],
+    ) -> (Result<Decision, EvalError>, u64, usize) {
+        let rule = &*self.inner;
+        let limits = rule.limits;
+        let engine = rule.pre.engine();
+        let capture_bytes = engine.config().stdio_capture_bytes;
+        let stdout = Capture::new(capture_bytes);
+        let stderr = Capture::new(capture_bytes);
+
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_blocking_current_thread(true);
+        for g in &rule.grants {
+            if let Err(e) = wasi.preopened_dir(&g.host, &g.guest, FsPerms::ReadOnly) {
+                let err = EvalError::Trap {
+                    message: format!("cannot open grant `{}`: {e:#}", g.host.display()),
+                    detail: None,
+                };
+                return (Err(err), 0, 0);
+            }
+        }
+        let state = StoreState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: Limiter::new(limits.memory_bytes),
+            log: RuleLog::new(rule.name.clone()),
+        };
+        let mut store = Store::new(engine.wasmtime(), state);
+        store.limiter(|s| &mut s.limiter);
+        // Neither call can fail: fuel and epochs are enabled on every engine we build.
+        let _ = store.set_fuel(limits.fuel);
+        let tick = engine.config().epoch_tick_ms;
+        store.set_epoch_deadline(limits.timeout_ms.div_ceil(tick).max(1));
+
+        let request = types::Request {
+            facts: input.facts(&rule.reads),
+            document: matches!(rule.reads, Reads::All).then(|| input.text().to_owned()),
+            upstream: upstream
+                .iter()
+                .map(|u| types::Upstream {
+                    rule: u.rule.clone(),
+                    decision: u.decision.to_wit(),
+                })
+                .collect(),
+            settings: rule.settings.clone(),
+        };
+        let called = rule
+            .pre
+            .pre()
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_evaluate(&mut store, &request));
+
+        let fuel = limits.fuel - store.get_fuel().unwrap_or(0);
+        let state = store.into_data();
+        log_stdio(&rule.name, &stdout, &stderr);
+        let result = match called {
+            Ok(Ok(d)) => Decision::from_wit(d, limits.output_bytes),
+            Ok(Err(types::RuleError::InvalidInput(m))) => {
+                Err(EvalError::InvalidInput(truncate(m, limits.output_bytes)))
+            }
+            Ok(Err(types::RuleError::Failed(m))) => {
+                Err(EvalError::Failed(truncate(m, limits.output_bytes)))
+            }
+            Err(e) => Err(classify(e, &state, &limits, &stderr)),
+        };
+        (result, fuel, state.limiter.peak)
+    }
+}
+
+/// Turns a wasmtime error into the error kind a caller can act on.
+fn classify(
+    e: wasmtime::Error,
+    state: &StoreState,
+    limits: &Limits,
+    stderr: &Capture,
+) -> EvalError {
+    // A refused growth explains whatever the guest did next (abort, unreachable, ...).
+    if let Some(requested) = state.limiter.refused {
+        return EvalError::MemoryLimit {
+            limit: limits.memory_bytes,
+            requested,
+        };
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => EvalError::FuelExhausted {
+            budget: limits.fuel,
+        },
+        Some(Trap::Interrupt) => EvalError::Timeout {
+            deadline: Duration::from_millis(limits.timeout_ms),
+        },
+        Some(Trap::StackOverflow) => EvalError::StackOverflow,
+        Some(trap) => EvalError::Trap {
+            message: trap.to_string(),
+            detail: last_words(state, stderr),
+        },
+        None => EvalError::Trap {
+            message: format!("{e:#}"),
+            detail: last_words(state, stderr),
+        },
+    }
+}
+
+/// The guest's last error-level log line, or else the end of its stderr.
+fn last_words(state: &StoreState, stderr: &Capture) -> Option<String> {
+    if let Some(m) = &state.log.last_error {
+        return Some(m.clone());
+    }
+    let (text, _) = stderr.peek();
+    let text = text.trim_end();
+    if text.is_empty() {
+        return None;
+    }
+    let start = text.len().saturating_sub(1024);
+    let start = (start..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    Some(text[start..].to_owned())
+}
+
+/// Attributes what the guest printed to it in the host's log.
+fn log_stdio(rule: &str, stdout: &Capture, stderr: &Capture) {
+    for (stream, capture) in [("stdout", stdout), ("stderr", stderr)] {
+        let (text, dropped) = capture.peek();
+        if !text.is_empty() {
+            tracing::info!(target: "rulebox::rule", rule, stream, dropped, "{}", text.trim_end());
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! What one evaluation runs inside: the store's data, its resource limiter, captured stdio and
+//! the host side of `rulebox:rule/host`.
+
+use crate::bindings::rulebox::rule::{host, types};
+use bytes::Bytes;
+use std::sync::{Arc, Mutex};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Most bytes of one `log` message kept; longer ones are cut and marked.
+const LOG_MESSAGE_BYTES: usize = 4096;
+/// Most `log` calls forwarded per evaluation; the rest are counted and dropped, so a chatty
+/// rule cannot flood the host's log.
+const LOG_LINES: u32 = 256;
+
+/// The data of one evaluation's store.
+pub(crate) struct StoreState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: Limiter,
+    pub log: RuleLog,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Enforces the memory cap and records the peak, and whether growth was refused (a guest that
+/// is refused memory usually aborts right after, and that abort must read as `memory-limit`).
+pub(crate) struct Limiter {
+    pub memory_cap: usize,
+    pub peak: usize,
+    pub refused: Option<usize>,
+}
+
+impl Limiter {
+    pub fn new(memory_cap: usize) -> Self {
+        Limiter {
+            memory_cap,
+            peak: 0,
+            refused: None,
+        }
+    }
+}
+
+/// Tables hold function references; a rule needing more than this is broken or hostile.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.refused = Some(desired);
+            self.peak = self.peak.max(current);
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// The rule's `log` calls: forwarded to `tracing` under the rule's name, bounded.
+pub(crate) struct RuleLog {
+    pub rule: Arc<str>,
+    pub lines: u32,
+    pub dropped: u32,
+    /// The last error-level message: a Rust panic hook from the SDK puts the panic here.
+    pub last_error: Option<String>,
+}
+
+impl RuleLog {
+    pub fn new(rule: Arc<str>) -> Self {
+        RuleLog {
+            rule,
+            lines: 0,
+            dropped: 0,
+            last_error: None,
+        }
+    }
+}
+
+impl types::Host for StoreState {}
+
+impl host::Host for StoreState {
+    fn log(&mut self, level: types::LogLevel, message: String) {
+        let message = truncate(message, LOG_MESSAGE_BYTES);
+        let log = &mut self.log;
+        if matches!(level, types::LogLevel::Error) {
+            log.last_error = Some(message.clone());
+        }
+        if log.lines >= LOG_LINES {
+            log.dropped += 1;
+            return;
+        }
+        log.lines += 1;
+        let rule = &*log.rule;
+        match level {
+            types::LogLevel::Trace => tracing::trace!(target: "rulebox::rule", rule, "{message}"),
+            types::LogLevel::Debug => tracing::debug!(target: "rulebox::rule", rule, "{message}"),
+            types::LogLevel::Info => tracing::info!(target: "rulebox::rule", rule, "{message}"),
+            types::LogLevel::Warn => tracing::warn!(target: "rulebox::rule", rule, "{message}"),
+            types::LogLevel::Error => tracing::error!(target: "rulebox::rule", rule, "{message}"),
+        }
+    }
+}
+
+pub(crate) fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("… [truncated]");
+    }
+    s
+}
+
+/// A guest's stdout or stderr: keeps the last `cap` bytes, drops and counts the rest. Writes
+/// never fail, so a chatty rule is not turned into a failing one.
+#[derive(Clone)]
+pub(crate) struct Capture {
+    inner: Arc<Mutex<CaptureBuf>>,
+}
+
+struct CaptureBuf {
+    data: Vec<u8>,
+    cap: usize,
+    dropped: usize,
+}
+
+impl Capture {
+    pub fn new(cap: usize) -> Self {
+        Capture {
+            inner: Arc::new(Mutex::new(CaptureBuf {
+                data: Vec::new(),
+                cap,
+                dropped: 0,
+            })),
+        }
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        let mut buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        buf.data.extend_from_slice(bytes);
+        if buf.data.len() > buf.cap {
+            let excess = buf.data.len() - buf.cap;
+            buf.data.drain(..excess);
+            buf.dropped += excess;
+        }
+    }
+
+    /// What was kept, as text, and how many bytes were dropped before it.
+    pub fn peek(&self) -> (String, usize) {
+        let buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (String::from_utf8_lossy(&buf.data).into_owned(), buf.dropped)
+    }
+}
+
+impl IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Capture {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for Capture {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Capture {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for Capture {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn capture_keeps_the_tail() {
+        let c = Capture::new(8);
+        c.push(b"hello ");
+        c.push(b"world!");
+        let (text, dropped) = c.peek();
+        assert_eq!(text, "o world!");
+        assert_eq!(dropped, 4);
+    }
+
+    #[test]
+    fn limiter_refuses_over_cap_and_remembers() {
+        let mut l = Limiter::new(1 << 20);
+        assert!(l.memory_growing(0, 65536, None).unwrap());
+        assert!(!l.memory_growing(65536, 2 << 20, None).unwrap());
+        assert_eq!(l.peak, 65536);
+        assert_eq!(l.refused, Some(2 << 20));
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        let s = truncate("ééé".to_owned(), 3);
+        assert!(s.starts_with('é') && s.ends_with("[truncated]"), "{s}");
+    }
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Builds every rule in plugins/ to a wasm32-wasip2 component:
+#   plugins/target/wasm32-wasip2/release/<crate>.wasm
+#
+# Uses rustup's wasm32-wasip2 target when it is installed; otherwise the offline route:
+# Debian's rustc-web + rust-web-src with -Zbuild-std, lld-19 and wasi-libc, and
+# wasm-component-ld from crates.io. Installs what is missing when it can (apt-get as root,
+# cargo install into $RULEBOX_TOOLS), reuses what it installed before, and otherwise says
+# exactly what is missing.
+#
+#   plugins/build.sh            build (installing missing tools)
+#   plugins/build.sh --check    only say which route would be used and what is missing
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+tools="${RULEBOX_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/rulebox/tools}"
+wcl_version="0.5.31"
+# 64 KiB guest stack: halves per-evaluation instantiation cost (see sdk docs).
+stack_flag="-Clink-arg=-zstack-size=65536"
+check_only=false
+[ "${1:-}" = "--check" ] && check_only=true
+
+say() { printf 'plugins/build.sh: %s\n' "$*" >&2; }
+
+# A cargo run from a build script or clippy inherits variables that would redirect this
+# separate build; drop them.
+unset RUSTC RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER RUSTFLAGS CARGO_ENCODED_RUSTFLAGS \
+      CARGO_TARGET_DIR CARGO_BUILD_TARGET CARGO_MAKEFLAGS CARGO_PRIMARY_PACKAGE \
+      CARGO_MANIFEST_DIR CARGO_PKG_NAME RUSTDOC __CARGO_FIX_PLZ 2>/dev/null || true
+
+cd "$here"
+
+if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  say "using rustup's wasm32-wasip2 target"
+  $check_only && exit 0
+  RUSTFLAGS="$stack_flag" cargo build --release --target wasm32-wasip2 "$@"
+  exit 0
+fi
+
+# --- offline route -------------------------------------------------------------------------
+missing_pkgs=()
+[ -x /usr/bin/rustc ] && /usr/bin/rustc --version 2>/dev/null | grep -q '^rustc 1\.\(9[5-9]\|[1-9][0-9][0-9]\)' || missing_pkgs+=(rustc-web)
+[ -d /usr/lib/rustlib/src/rust/library/std ] || missing_pkgs+=(rust-web-src)
+[ -x /usr/bin/wasm-ld-19 ] || missing_pkgs+=(lld-19)
+[ -f /usr/lib/wasm32-wasi/libc.a ] || missing_pkgs+=(wasi-libc)
+
+if [ ${#missing_pkgs[@]} -gt 0 ]; then
+  if $check_only; then say "missing Debian packages: ${missing_pkgs[*]}"; exit 1; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing ${missing_pkgs[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}" >&2
+  else
+    say "cannot build Wasm rules: rustup has no wasm32-wasip2 target, and these Debian"
+    say "packages are missing: ${missing_pkgs[*]}"
+    say "fix: 'rustup target add wasm32-wasip2', or as root 'apt-get install ${missing_pkgs[*]}'"
+    exit 1
+  fi
+fi
+
+if [ ! -x "$tools/bin/wasm-component-ld" ] || ! "$tools/bin/wasm-component-ld" --version 2>/dev/null | grep -q "$wcl_version"; then
+  if $check_only; then say "missing wasm-component-ld $wcl_version in $tools"; exit 1; fi
+  say "installing wasm-component-ld $wcl_version into $tools (about a minute, once)"
+  cargo install "wasm-component-ld@$wcl_version" --locked --root "$tools" >&2
+fi
+$check_only && { say "using the offline route (Debian rustc-web + -Zbuild-std)"; exit 0; }
+
+say "building with Debian's rustc-web and -Zbuild-std (first build compiles std: ~1 min)"
+PATH="$tools/bin:$PATH" RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc \
+  cargo build --release --target wasm32-wasip2 -Zbuild-std=std,panic_abort \
+  --config 'target.wasm32-wasip2.linker="wasm-component-ld"' \
+  --config "target.wasm32-wasip2.rustflags=[\"-Clink-arg=--wasm-ld-path=/usr/bin/wasm-ld-19\",\"-Clink-self-contained=no\",\"-Lnative=/usr/lib/wasm32-wasi\",\"$stack_flag\"]" \
+  "$@"

@@ -1,0 +1,86 @@
+//! # rulebox-sdk
+//!
+//! Write rulebox rules in Rust. A rule is a type implementing [`Rule`]; [`export_rule!`] makes
+//! it the component's `evaluate` export when built for `wasm32-wasip2`. The same crate builds
+//! natively, so rule logic is unit-tested with plain `cargo test`, no Wasm toolchain needed.
+//!
+//! ```
+//! use rulebox_sdk::prelude::*;
+//!
+//! struct AmountLimit;
+//! impl Rule for AmountLimit {
+//!     fn evaluate(req: &Request) -> Result<Decision, RuleError> {
+//!         let amount: f64 = req.fact("order.amount")?;
+//!         let max: f64 = req.setting_or("max", 5000.0)?;
+//!         Ok(if amount > max {
+//!             Decision::deny().reason(format!("{amount} over {max}"))
+//!         } else {
+//!             Decision::allow()
+//!         })
+//!     }
+//! }
+//! export_rule!(AmountLimit);
+//!
+//! // A native unit test of the same logic:
+//! let req = Request::new().with_fact("order.amount", 7000).with_settings(serde_json::json!({"max": 5000}));
+//! let d = AmountLimit::evaluate(&req).unwrap();
+//! assert_eq!(d.verdict(), Verdict::Deny);
+//! ```
+//!
+//! # Guest footprint
+//! Instantiation cost dominates a rule's evaluation, and most of it is touching memory. Build
+//! with a 64 KiB stack (`-Clink-arg=-zstack-size=65536`, which `plugins/build.sh` sets) and
+//! `opt-level = "s"`, `lto = true`, `panic = "abort"`; avoid large statics.
+
+#![deny(missing_docs)]
+
+// Lets the generated glue name this crate by the path rule crates use.
+extern crate self as rulebox_sdk;
+
+mod decision;
+mod log;
+mod request;
+mod value;
+
+pub use decision::{Decision, Verdict};
+pub use log::{Level, log};
+pub use request::{Request, RuleError};
+pub use value::Value;
+
+/// A rule: one pure function from a request to a decision.
+pub trait Rule {
+    /// Decides on one request. Return [`RuleError::invalid_input`] when the input lacks or
+    /// mistypes something, [`RuleError::failed`] when no decision can be reached.
+    fn evaluate(req: &Request) -> Result<Decision, RuleError>;
+}
+
+/// Everything a rule usually needs.
+pub mod prelude {
+    pub use crate::{Decision, Level, Request, Rule, RuleError, Value, Verdict, export_rule};
+    pub use crate::{debug, error, info, trace, warn};
+}
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod __private;
+
+/// Makes a [`Rule`] type the component's `evaluate` export. Does nothing in native builds, so
+/// the crate still compiles (and unit-tests) on the host.
+#[macro_export]
+macro_rules! export_rule {
+    ($rule:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __RuleboxExport;
+            impl $crate::__private::Guest for __RuleboxExport {
+                fn evaluate(
+                    request: $crate::__private::Request,
+                ) -> ::core::result::Result<$crate::__private::Decision, $crate::__private::RuleError>
+                {
+                    $crate::__private::evaluate::<$rule>(request)
+                }
+            }
+            $crate::__private::export!(__RuleboxExport);
+        };
+    };
+}

@@ -1,0 +1,209 @@
+//! The example rules through the host, on several inputs each.
+
+use rulebox::{Decision, ErrorKind, Grant, Input, Rule, Upstream, Verdict};
+use rulebox_tests::guest;
+use serde_json::json;
+
+fn input(v: serde_json::Value) -> Input {
+    Input::from_value(v).unwrap()
+}
+
+fn amount_limit(settings: serde_json::Value) -> Rule {
+    Rule::builder("amount-limit", guest("amount_limit"))
+        .reads(["order.amount", "order.currency"])
+        .settings(settings)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn amount_limit_decides_on_several_inputs() {
+    let rule =
+        amount_limit(json!({"max": 1000, "review_above": 500, "currencies": ["EUR", "USD"]}));
+    let cases = [
+        (
+            json!({"order": {"amount": 20, "currency": "EUR"}}),
+            Verdict::Allow,
+        ),
+        (
+            json!({"order": {"amount": 600, "currency": "USD"}}),
+            Verdict::Review,
+        ),
+        (
+            json!({"order": {"amount": 1000.5, "currency": "EUR"}}),
+            Verdict::Deny,
+        ),
+        (
+            json!({"order": {"amount": 10, "currency": "GBP"}}),
+            Verdict::Deny,
+        ),
+        // An unread field does not matter.
+        (
+            json!({"order": {"amount": 10}, "customer": {"name": "x"}}),
+            Verdict::Allow,
+        ),
+    ];
+    for (doc, verdict) in cases {
+        let eval = rule.evaluate(&input(doc.clone()));
+        let d = eval.result.unwrap_or_else(|e| panic!("{doc}: {e}"));
+        assert_eq!(d.verdict, verdict, "{doc}");
+        assert!(eval.metering.fuel > 0 && eval.metering.memory_peak_bytes > 0);
+    }
+    let d = rule
+        .evaluate(&input(
+            json!({"order": {"amount": 1200, "currency": "EUR"}}),
+        ))
+        .result
+        .unwrap();
+    assert_eq!(d.reasons, ["amount 1200 over limit 1000"]);
+    assert_eq!(d.score, Some(1.2));
+    assert_eq!(d.output, Some(json!({"amount": 1200.0, "max": 1000.0})));
+}
+
+#[test]
+fn amount_limit_names_bad_input_and_settings() {
+    let rule = amount_limit(json!({}));
+    let err = rule
+        .evaluate(&input(json!({"order": {"amount": "lots"}})))
+        .result
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("fact `order.amount`"), "{err}");
+    let err = rule
+        .evaluate(&input(json!({"order": {}})))
+        .result
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid input: missing fact `order.amount`"
+    );
+
+    let err = amount_limit(json!({"max": "high"}))
+        .evaluate(&input(json!({"order": {"amount": 1}})))
+        .result
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Failed);
+    assert!(err.to_string().contains("max"), "{err}");
+}
+
+fn sanctions(dir: &std::path::Path) -> Rule {
+    Rule::builder("sanctions", guest("sanctions_check"))
+        .reads(["customer.country", "payment.beneficiary_country"])
+        .grant(Grant {
+            host: dir.to_owned(),
+            guest: "/data".into(),
+        })
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn sanctions_check_reads_its_list_through_a_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sanctioned_countries.txt"),
+        "# test list\nKP\nir\n",
+    )
+    .unwrap();
+    let rule = sanctions(dir.path());
+    let verdict = |doc| rule.evaluate(&input(doc)).result.unwrap().verdict;
+    assert_eq!(
+        verdict(json!({"customer": {"country": "DE"}})),
+        Verdict::Allow
+    );
+    assert_eq!(
+        verdict(json!({"customer": {"country": "kp"}})),
+        Verdict::Deny
+    );
+    assert_eq!(
+        verdict(json!({"customer": {"country": "DE"}, "payment": {"beneficiary_country": "IR"}})),
+        Verdict::Deny
+    );
+    // The list is read on every evaluation: a changed data file takes effect.
+    std::fs::write(dir.path().join("sanctioned_countries.txt"), "DE\n").unwrap();
+    assert_eq!(
+        verdict(json!({"customer": {"country": "DE"}})),
+        Verdict::Deny
+    );
+}
+
+#[test]
+fn sanctions_check_without_its_data_fails_clearly() {
+    let empty = tempfile::tempdir().unwrap();
+    let err = sanctions(empty.path())
+        .evaluate(&input(json!({"customer": {"country": "DE"}})))
+        .result
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Failed);
+    assert!(
+        err.to_string()
+            .contains("cannot read sanctions list /data/sanctioned_countries.txt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn risk_score_uses_facts_and_upstream_decisions() {
+    let rule = Rule::builder("risk", guest("risk_score"))
+        .reads([
+            "order.amount",
+            "customer.age_days",
+            "customer.verified",
+            "order.items",
+        ])
+        .build()
+        .unwrap();
+    let doc = input(json!({
+        "order": {"amount": 5000, "items": [1, 2, 3]},
+        "customer": {"age_days": 10, "verified": false}
+    }));
+    let d = rule.evaluate(&doc).result.unwrap();
+    // 5 (amount) + 20 (new) + 15 (unverified)
+    assert_eq!((d.verdict, d.score), (Verdict::Allow, Some(40.0)));
+    assert_eq!(
+        d.output.as_ref().unwrap()["factors"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    let upstream = [Upstream {
+        rule: "amount-limit".into(),
+        decision: Decision::new(Verdict::Deny),
+    }];
+    let d = rule.evaluate_with(&doc, &upstream).result.unwrap();
+    assert_eq!((d.verdict, d.score), (Verdict::Review, Some(65.0)));
+
+    let upstream = [Upstream {
+        rule: "sanctions".into(),
+        decision: Decision::new(Verdict::Deny),
+    }];
+    let d = rule.evaluate_with(&doc, &upstream).result.unwrap();
+    assert_eq!((d.verdict, d.score), (Verdict::Deny, Some(100.0)));
+}
+
+#[test]
+fn one_rule_evaluates_from_many_threads() {
+    let rule = amount_limit(json!({"max": 100}));
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let rule = rule.clone();
+            s.spawn(move || {
+                for i in 0..50 {
+                    let amount = t * 50 + i;
+                    let d = rule
+                        .evaluate(&input(json!({"order": {"amount": amount}})))
+                        .result
+                        .unwrap();
+                    let want = if amount > 100 {
+                        Verdict::Deny
+                    } else {
+                        Verdict::Allow
+                    };
+                    assert_eq!(d.verdict, want, "amount {amount}");
+                }
+            });
+        }
+    });
+}

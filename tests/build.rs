@@ -1,0 +1,52 @@
+//! Builds the rule components under `plugins/` (through `plugins/build.sh`, which installs the
+//! Wasm toolchain when it can) so that `cargo test` always runs against guests built from the
+//! current sources, and tells the tests where they are.
+
+use std::path::Path;
+use std::process::Command;
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let plugins = root.join("plugins");
+    for watched in [
+        "plugins/Cargo.toml",
+        "plugins/build.sh",
+        "plugins/examples",
+        "plugins/hostile",
+        "sdk/src",
+        "sdk/Cargo.toml",
+        "wit",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    println!("cargo:rerun-if-env-changed=RULEBOX_SKIP_PLUGIN_BUILD");
+    let out = plugins.join("target/wasm32-wasip2/release");
+    println!("cargo:rustc-env=RULEBOX_PLUGIN_DIR={}", out.display());
+    if std::env::var_os("RULEBOX_SKIP_PLUGIN_BUILD").is_some() {
+        return;
+    }
+    // Only what a shell and cargo need: the outer cargo's variables would redirect the build.
+    let mut cmd = Command::new("bash");
+    cmd.arg(plugins.join("build.sh")).env_clear();
+    for var in [
+        "PATH",
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+        "TMPDIR",
+        "RULEBOX_TOOLS",
+        "XDG_CACHE_HOME",
+        "CI",
+    ] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    let status = cmd.status().expect("running plugins/build.sh");
+    if !status.success() {
+        panic!("plugins/build.sh failed ({status}); see its messages above");
+    }
+}
