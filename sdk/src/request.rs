@@ -62,9 +62,13 @@ impl Request {
         }
     }
 
-    /// Adds a fact (for tests).
+    /// Adds a fact, or replaces the fact at the same path (for tests).
     pub fn with_fact(mut self, path: impl Into<String>, value: impl Into<Value>) -> Request {
-        self.facts.push((path.into(), value.into()));
+        let (path, value) = (path.into(), value.into());
+        match self.facts.iter_mut().find(|(p, _)| *p == path) {
+            Some(slot) => slot.1 = value,
+            None => self.facts.push((path, value)),
+        }
         self
     }
 
@@ -214,6 +218,9 @@ mod tests {
             .with_fact("order.tags", serde_json::json!(["a", "b"]))
             .with_fact("order.note", Value::Null);
         assert_eq!(req.fact::<f64>("order.amount").unwrap(), 12.0);
+        let replaced = req.clone().with_fact("order.amount", 13);
+        assert_eq!(replaced.fact::<i64>("order.amount").unwrap(), 13);
+        assert_eq!(replaced.facts().count(), req.facts().count());
         assert_eq!(req.fact::<String>("order.currency").unwrap(), "EUR");
         assert_eq!(req.fact::<Vec<String>>("order.tags").unwrap(), ["a", "b"]);
         assert_eq!(req.fact_opt::<String>("order.note").unwrap(), None);
