@@ -30,10 +30,27 @@ unset RUSTC RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER RUSTFLAGS CARGO_ENCODED_RUSTFL
 
 cd "$here"
 
+# Example bundles: each examples/bundles/NAME/ (manifest, data) plus every built rule under
+# rules/, assembled into target/bundles/NAME/ so it can be loaded, packed and signed.
+assemble_bundles() {
+  local out="$here/target/bundles" built="$here/target/wasm32-wasip2/release"
+  for src in "$here"/examples/bundles/*/; do
+    local name; name="$(basename "$src")"
+    rm -rf "${out:?}/$name"
+    mkdir -p "$out/$name/rules"
+    cp -r "$src"/. "$out/$name/"
+    for wasm in "$built"/amount_limit.wasm "$built"/sanctions_check.wasm "$built"/risk_score.wasm; do
+      cp "$wasm" "$out/$name/rules/"
+    done
+  done
+  say "example bundles in $out"
+}
+
 if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   say "using rustup's wasm32-wasip2 target"
   $check_only && exit 0
   RUSTFLAGS="$stack_flag" cargo build --release --target wasm32-wasip2 "$@"
+  assemble_bundles
   exit 0
 fi
 
@@ -72,3 +89,4 @@ PATH="$tools/bin:$PATH" RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc \
   --config 'target.wasm32-wasip2.linker="wasm-component-ld"' \
   --config "target.wasm32-wasip2.rustflags=[\"-Clink-arg=--wasm-ld-path=/usr/bin/wasm-ld-19\",\"-Clink-self-contained=no\",\"-Lnative=/usr/lib/wasm32-wasi\",\"$stack_flag\"]" \
   "$@"
+assemble_bundles

@@ -20,6 +20,7 @@ pub const GUESTS: &[&str] = &[
     "hostile_escape",
     "hostile_huge_reason",
     "hostile_bad_output",
+    "fixture_echo",
     "foreign_world",
     "foreign_import",
     "foreign_signature",
@@ -59,4 +60,33 @@ pub fn guest(name: &str) -> RulePre {
         .unwrap_or_else(|e| panic!("loading {name}: {e}"));
     cache.lock().unwrap().insert(name.to_owned(), pre.clone());
     pre
+}
+
+/// The example bundles assembled by `plugins/build.sh`.
+pub fn example_bundle(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("RULEBOX_PLUGIN_DIR"))
+        .join("../../bundles")
+        .join(name);
+    assert!(
+        path.join("bundle.toml").exists(),
+        "{} is missing: run plugins/build.sh",
+        path.display()
+    );
+    path
+}
+
+/// Writes a bundle directory for tests: `manifest` as `bundle.toml`, the echo fixture as
+/// `echo.wasm`, and `data/note.txt`.
+pub fn write_bundle(dir: &std::path::Path, manifest: &str) {
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("bundle.toml"), manifest).unwrap();
+    std::fs::copy(guest_path("fixture_echo"), dir.join("echo.wasm")).unwrap();
+    std::fs::write(dir.join("data/note.txt"), "note").unwrap();
+}
+
+/// A temporary bundle directory made by [`write_bundle`].
+pub fn temp_bundle(manifest: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_bundle(dir.path(), manifest);
+    dir
 }

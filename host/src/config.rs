@@ -126,6 +126,10 @@ pub struct EngineConfig {
     /// next instance does not page-fault them in again. Default 256 KiB (measured to halve
     /// instantiation cost on small rules).
     pub keep_resident_bytes: usize,
+    /// Directory for compiled components, so restarts and new bundle revisions skip
+    /// compilation. Entries are checksummed and recompiled when unsound. Default: none
+    /// (compiled code is kept in memory only).
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -142,6 +146,7 @@ impl Default for EngineConfig {
             epoch_tick_ms: 1,
             stdio_capture_bytes: 16 << 10,
             keep_resident_bytes: 256 << 10,
+            cache_dir: None,
         }
     }
 }

@@ -1,16 +1,18 @@
 //! The shared wasmtime engine, tuned for many short evaluations, and compiled rules.
 
+use crate::artifacts::{ArtifactStats, Artifacts};
 use crate::bindings;
 use crate::config::EngineConfig;
 use crate::error::{ConfigError, LoadError};
 use crate::sandbox::StoreState;
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
+
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// The interface a rule imports from the host, and the types interface it may import too.
@@ -30,6 +32,7 @@ struct EngineInner {
     wasmtime: wasmtime::Engine,
     linker: Linker<StoreState>,
     config: EngineConfig,
+    artifacts: Artifacts,
     _ticker: Ticker,
 }
 
@@ -64,11 +67,13 @@ impl Engine {
             .map_err(|e| ConfigError::new("engine", format!("linker: {e:#}")))?;
 
         let ticker = Ticker::start(&wasmtime, Duration::from_millis(config.epoch_tick_ms));
+        let artifacts = Artifacts::new(&wasmtime, config.cache_dir.clone());
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 wasmtime,
                 linker,
                 config,
+                artifacts,
                 _ticker: ticker,
             }),
         })
@@ -95,12 +100,36 @@ impl Engine {
     }
 
     /// Compiles a rule component and checks that it is a `rulebox:rule@0.1.0` rule.
+    ///
+    /// A component already loaded (and still in use) is not compiled again, and with
+    /// [`EngineConfig::cache_dir`] set, compiled code is kept on disk across restarts.
     pub fn load(&self, bytes: &[u8]) -> Result<RulePre, LoadError> {
         check_header(bytes)?;
-        let component = Component::new(&self.inner.wasmtime, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        self.prepare(component, digest)
+        let artifacts = &self.inner.artifacts;
+        let live = artifacts
+            .memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&digest)
+            .and_then(Weak::upgrade);
+        if let Some(inner) = live {
+            artifacts.note_memory_hit();
+            return Ok(RulePre { inner });
+        }
+        let component = artifacts
+            .compile(&self.inner.wasmtime, bytes, &digest)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let pre = self.prepare(component, digest)?;
+        let mut memory = artifacts.memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory.retain(|_, weak| weak.strong_count() > 0);
+        memory.insert(digest, Arc::downgrade(&pre.inner));
+        Ok(pre)
+    }
+
+    /// Counters of the compiled-component cache.
+    pub fn artifact_stats(&self) -> ArtifactStats {
+        self.inner.artifacts.stats()
     }
 
     /// Checks a compiled component against the rule world and readies it for instantiation.
@@ -165,7 +194,7 @@ pub struct RulePre {
     inner: Arc<RulePreInner>,
 }
 
-struct RulePreInner {
+pub(crate) struct RulePreInner {
     pre: bindings::RulePre<StoreState>,
     component: Component,
     digest: [u8; 32],

@@ -35,16 +35,24 @@
 //! - `error`: [`EvalError`], [`ErrorKind`], [`LoadError`], [`ConfigError`].
 //! - `bindings`: the one `bindgen!` over the WIT.
 
+mod artifacts;
 mod bindings;
+pub mod bundle;
 mod config;
 mod engine;
 mod error;
 mod input;
+mod registry;
 mod rule;
 mod sandbox;
 
+pub use artifacts::ArtifactStats;
+pub use bundle::{Bundle, BundleError, BundleResult, LoadOptions, LoadStep};
 pub use config::{EngineConfig, Limits, LimitsOverride};
 pub use engine::{Engine, RulePre};
 pub use error::{ConfigError, ErrorKind, EvalError, InputError, LoadError};
 pub use input::{FactPath, Input, Reads};
+pub use registry::{
+    Activation, BundleStatus, LoadFailure, Registry, RegistryConfig, RegistryError, Watcher,
+};
 pub use rule::{Decision, Evaluation, Grant, Metering, Rule, RuleBuilder, Upstream, Verdict};

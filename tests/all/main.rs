@@ -1,5 +1,6 @@
 //! Integration tests: one binary, a module per area.
 
+mod bundles;
 mod examples;
 mod hostile;
 mod loading;

@@ -2,10 +2,14 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use rulebox::{Engine, EngineConfig, Grant, Input, LimitsOverride, Rule};
-use std::io::Read;
+use rulebox::bundle::{self, BundleSource, SecretKey, SourceLimits, TrustedKey};
+use rulebox::{
+    Bundle, BundleError, Engine, EngineConfig, Grant, Input, LimitsOverride, LoadOptions, Rule,
+};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Runs business and policy rules as sandboxed, metered WebAssembly components.
@@ -18,6 +22,13 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Directory for compiled components (default: $XDG_CACHE_HOME/rulebox/compiled or
+    /// ~/.cache/rulebox/compiled); also RULEBOX_CACHE_DIR.
+    #[arg(long, global = true, env = "RULEBOX_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Do not keep compiled components on disk.
+    #[arg(long, global = true)]
+    no_cache: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,13 +42,77 @@ enum Command {
     Eval(EvalArgs),
     /// Evaluates one rule repeatedly (a fresh instance each time) and prints its cost as JSON.
     Bench(BenchArgs),
+    /// Runs a bundle's golden cases, prints a table, exits 1 if any fails.
+    Test(TestArgs),
+    /// Creates, packs, signs, verifies and inspects bundles.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Creates an ed25519 key pair: NAME.key (secret) and NAME.pub.
+    Keygen {
+        /// Path prefix of the two files.
+        name: PathBuf,
+    },
+    /// Packs a bundle directory into a .tar.gz, filling in component digests.
+    Pack {
+        /// The bundle directory.
+        dir: PathBuf,
+        /// The archive to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Sign the archive with this secret key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Signs a bundle (directory: writes bundle.sig; archive: rewrites it with the signature).
+    Sign {
+        /// The bundle directory or archive.
+        bundle: PathBuf,
+        /// The secret key.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Checks a bundle's signature against trusted keys; exits 1 if it is not valid.
+    Verify {
+        /// The bundle directory or archive.
+        bundle: PathBuf,
+        /// A trusted public key file (repeatable).
+        #[arg(long, required = true)]
+        trusted: Vec<PathBuf>,
+    },
+    /// Prints what a bundle holds and whether it is valid, as JSON.
+    Inspect {
+        /// The bundle directory or archive.
+        bundle: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct BundleLoadArgs {
+    /// A trusted public key file (repeatable); a signature present is then checked.
+    #[arg(long)]
+    trusted: Vec<PathBuf>,
+    /// Refuse bundles without a valid signature by a trusted key.
+    #[arg(long)]
+    require_signature: bool,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// The bundle directory or archive.
+    bundle: PathBuf,
+    #[command(flatten)]
+    load: BundleLoadArgs,
 }
 
 #[derive(Args)]
 struct RuleArgs {
     /// The rule component (.wasm).
-    #[arg(long)]
-    rule: PathBuf,
+    #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+    rule: Option<PathBuf>,
     /// The input document: a JSON file, or `-` for stdin.
     #[arg(long)]
     input: String,
@@ -65,6 +140,11 @@ struct RuleArgs {
 struct EvalArgs {
     #[command(flatten)]
     rule: RuleArgs,
+    /// Evaluate a whole bundle (directory or .tar.gz) instead of one rule.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    #[command(flatten)]
+    load: BundleLoadArgs,
 }
 
 #[derive(Args)]
@@ -85,7 +165,12 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&cli.log, cli.log_json);
-    match run(cli.command) {
+    let cache_dir = if cli.no_cache {
+        None
+    } else {
+        cli.cache_dir.clone().or_else(default_cache_dir)
+    };
+    match run(cli.command, cache_dir) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("rulebox: {e:#}");
@@ -107,10 +192,70 @@ fn init_tracing(filter: &str, json: bool) {
     }
 }
 
-fn run(command: Command) -> Result<ExitCode> {
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("rulebox/compiled"))
+}
+
+fn run(command: Command, cache_dir: Option<PathBuf>) -> Result<ExitCode> {
+    let engine = || {
+        Engine::new(EngineConfig {
+            cache_dir: cache_dir.clone(),
+            ..EngineConfig::default()
+        })
+    };
     match command {
+        Command::Eval(EvalArgs {
+            bundle: Some(path),
+            rule: rule_args,
+            load,
+        }) => {
+            let input = read_input(&rule_args.input)?;
+            let engine = engine()?;
+            let bundle = match Bundle::load(&engine, &path, &load_options(&load)?) {
+                Ok(b) => b,
+                Err(e) => {
+                    println!("{}", bundle_error_json(&path, &e));
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let result = runtime()?.block_on(bundle.evaluate(&input));
+            println!("{}", serde_json::to_string_pretty(&result.to_json())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test(args) => {
+            let engine = engine()?;
+            let bundle = match Bundle::load(&engine, &args.bundle, &load_options(&args.load)?) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!(
+                        "rulebox: {} not loaded ({:?}): {e}",
+                        args.bundle.display(),
+                        e.step()
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let report = runtime()?.block_on(bundle.run_tests());
+            println!("{:<6} {:<24} {:<28} problem", "result", "target", "case");
+            for c in &report.cases {
+                println!(
+                    "{:<6} {:<24} {:<28} {}",
+                    if c.passed { "ok" } else { "FAIL" },
+                    c.target,
+                    c.name,
+                    c.problem.as_deref().unwrap_or("")
+                );
+            }
+            let failed = report.failed();
+            println!("{} passed, {} failed", report.cases.len() - failed, failed);
+            Ok(ExitCode::from(if failed == 0 { 0 } else { 1 }))
+        }
+        Command::Bundle(cmd) => bundle_command(cmd, engine),
         Command::Eval(args) => {
-            let (engine, rule_args) = (Engine::new(EngineConfig::default())?, &args.rule);
+            let (engine, rule_args) = (engine()?, &args.rule);
             let input = read_input(&rule_args.input)?;
             let rule = match build_rule(&engine, rule_args)? {
                 Ok(rule) => rule,
@@ -124,7 +269,7 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::from(if eval.result.is_ok() { 0 } else { 1 }))
         }
         Command::Bench(args) => {
-            let engine = Engine::new(EngineConfig::default())?;
+            let engine = engine()?;
             let input = read_input(&args.rule.input)?;
             let rule = build_rule(&engine, &args.rule)?.map_err(anyhow::Error::from)?;
             let n = args.iterations.max(1);
@@ -160,6 +305,177 @@ fn run(command: Command) -> Result<ExitCode> {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn load_options(args: &BundleLoadArgs) -> Result<LoadOptions> {
+    let trusted_keys = args
+        .trusted
+        .iter()
+        .map(|p| TrustedKey::from_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let progress: Option<bundle::Progress> =
+        if std::io::stderr().is_terminal() {
+            Some(Arc::new(|done, total, rule: &str| {
+                eprint!(
+                    "\rcompiled {done}/{total} ({rule})\x1b[K{}",
+                    if done == total { "\n" } else { "" }
+                )
+            }))
+        } else {
+            None
+        };
+    Ok(LoadOptions {
+        trusted_keys,
+        require_signature: args.require_signature,
+        progress,
+        ..LoadOptions::default()
+    })
+}
+
+fn bundle_error_json(path: &std::path::Path, e: &BundleError) -> String {
+    serde_json::to_string_pretty(&serde_json::json!({
+        "bundle": path.display().to_string(),
+        "ok": false,
+        "error": { "step": e.step(), "message": e.to_string() },
+    }))
+    .unwrap_or_default()
+}
+
+fn bundle_command(
+    cmd: BundleCommand,
+    engine: impl Fn() -> Result<Engine, rulebox::ConfigError>,
+) -> Result<ExitCode> {
+    let limits = SourceLimits::default();
+    match cmd {
+        BundleCommand::Keygen { name } => {
+            let key = SecretKey::generate()?;
+            let secret = name.with_extension("key");
+            let public = name.with_extension("pub");
+            write_private(&secret, &key.to_hex())?;
+            std::fs::write(&public, key.public().to_hex() + "\n")
+                .with_context(|| format!("writing {}", public.display()))?;
+            println!(
+                "{}",
+                serde_json::json!({"secret": secret, "public": public, "key": key.public().to_hex()})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Pack { dir, output, key } => {
+            let key = key.map(|k| SecretKey::from_file(&k)).transpose()?;
+            bundle::pack(&dir, &output, key.as_ref(), &limits)?;
+            let packed = BundleSource::open(&output, &limits)?;
+            println!(
+                "{}",
+                serde_json::json!({"archive": output, "digest": packed.digest_hex(), "files": packed.files().len(), "signed": key.is_some()})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Sign { bundle: path, key } => {
+            let key = SecretKey::from_file(&key)?;
+            if path.is_dir() {
+                bundle::sign_dir(&path, &key, &limits)?;
+            } else {
+                let source = BundleSource::open(&path, &limits)?;
+                bundle::sign_dir(source.root(), &key, &limits)?;
+                bundle::write_archive(source.root(), &path)?;
+            }
+            println!(
+                "{}",
+                serde_json::json!({"signed": path, "key": key.public().to_hex()})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Verify {
+            bundle: path,
+            trusted,
+        } => {
+            let keys = trusted
+                .iter()
+                .map(|p| TrustedKey::from_file(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let source = BundleSource::open(&path, &limits)?;
+            match bundle::verify(&source, &keys) {
+                Ok(key) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"bundle": path, "valid": true, "key": key.to_hex(), "digest": source.digest_hex()})
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"bundle": path, "valid": false, "error": e.to_string()})
+                    );
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        BundleCommand::Inspect { bundle: path } => {
+            let engine = engine()?;
+            match Bundle::load(&engine, &path, &LoadOptions::default()) {
+                Ok(b) => {
+                    let rules: Vec<_> = b.rules().iter().map(|r| serde_json::json!({
+                        "name": r.rule.name(),
+                        "component_sha256": r.rule.pre().digest_hex(),
+                        "reads": r.rule.reads().to_strings(),
+                        "depends_on": r.depends_on.iter().map(|&d| b.rules()[d].rule.name()).collect::<Vec<_>>(),
+                        "limits": r.rule.limits(),
+                        "on_error": r.on_error,
+                        "cache": r.cache,
+                        "tests": r.tests.len(),
+                    })).collect();
+                    let layers: Vec<Vec<&str>> = b
+                        .layers()
+                        .iter()
+                        .map(|l| l.iter().map(|&i| b.rules()[i].rule.name()).collect())
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({
+                            "bundle": b.name(),
+                            "revision": b.revision(),
+                            "digest": b.digest(),
+                            "combine": b.manifest().bundle.combine,
+                            "valid": true,
+                            "signed": BundleSource::open(&path, &limits)?.files().contains_key(bundle::SIGNATURE_FILE),
+                            "rules": rules,
+                            "layers": layers,
+                            "tests": b.manifest().tests.len(),
+                        }))?
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("{}", bundle_error_json(&path, &e));
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path).with_context(|| {
+        format!(
+            "creating {} (an existing key is never overwritten)",
+            path.display()
+        )
+    })?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    Ok(())
+}
+
 fn read_input(spec: &str) -> Result<Input> {
     let text = if spec == "-" {
         let mut s = String::new();
@@ -178,14 +494,15 @@ fn read_input(spec: &str) -> Result<Input> {
 fn build_rule(engine: &Engine, args: &RuleArgs) -> Result<Result<Rule, rulebox::LoadError>> {
     let settings: serde_json::Value =
         serde_json::from_str(&args.settings).context("--settings is not JSON")?;
-    let pre = match engine.load_file(&args.rule) {
+    let rule_path = args.rule.as_ref().context("--rule is required")?;
+    let pre = match engine.load_file(rule_path) {
         Ok(pre) => pre,
         Err(rulebox::LoadError::Io { path, message }) => {
             anyhow::bail!("cannot read rule {path}: {message}")
         }
         Err(e) => return Ok(Err(e)),
     };
-    let mut builder = Rule::builder(rule_name(&args.rule), pre)
+    let mut builder = Rule::builder(rule_name(rule_path), pre)
         .reads(args.reads.iter().filter(|s| !s.is_empty()).cloned())
         .settings(settings)
         .limits(LimitsOverride {
@@ -209,7 +526,7 @@ fn rule_name(path: &std::path::Path) -> String {
 fn load_error_json(args: &RuleArgs, e: &rulebox::LoadError) -> String {
     let err = rulebox::EvalError::Incompatible(e.clone());
     serde_json::to_string_pretty(&serde_json::json!({
-        "rule": rule_name(&args.rule),
+        "rule": args.rule.as_deref().map(rule_name).unwrap_or_default(),
         "ok": false,
         "error": { "kind": err.kind(), "message": err.to_string() },
         "metering": rulebox::Metering::default(),

@@ -1,0 +1,728 @@
+//! Bundles: a manifest, rule components and data, verified, compiled and evaluated as a
+//! dependency graph whose decisions combine into one verdict.
+
+mod manifest;
+mod pack;
+mod signing;
+mod source;
+
+pub use manifest::{
+    BundleSection, CachePolicy, CacheStrategy, Combine, GrantSection, Manifest, ManifestError,
+    OnError, RuleSection, TestCase,
+};
+pub use pack::{pack, sign_dir, write_archive};
+pub use signing::{SecretKey, SignatureEntry, SignatureError, SignatureFile, TrustedKey, verify};
+pub use source::{BundleSource, MANIFEST_FILE, SIGNATURE_FILE, SourceError, SourceLimits};
+
+use crate::config::LimitsOverride;
+use crate::engine::Engine;
+use crate::error::{ErrorKind, EvalError, LoadError};
+use crate::input::Input;
+use crate::rule::{Decision, Evaluation, Grant, Rule, Upstream, Verdict};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The step of loading a bundle that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadStep {
+    /// Reading the files or archive, parsing and checking the manifest.
+    Read,
+    /// Checking the signature.
+    Verify,
+    /// Compiling and checking the components.
+    Compile,
+    /// Running the golden cases.
+    Test,
+}
+
+/// Why a bundle could not be loaded.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum BundleError {
+    /// The files or the archive.
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    /// The manifest.
+    #[error("bundle.toml: {0}")]
+    Manifest(#[from] ManifestError),
+    /// The signature.
+    #[error("signature: {0}")]
+    Signature(#[from] SignatureError),
+    /// A component is not a rule.
+    #[error("rule `{rule}`: component: {error}")]
+    Component {
+        /// The rule.
+        rule: String,
+        /// Why.
+        error: LoadError,
+    },
+    /// Golden cases failed.
+    #[error("{failed} of {total} golden cases failed: {}", first.as_deref().unwrap_or(""))]
+    Tests {
+        /// How many failed.
+        failed: usize,
+        /// How many ran.
+        total: usize,
+        /// The first failure, described.
+        first: Option<String>,
+    },
+}
+
+impl BundleError {
+    /// The loading step this error belongs to.
+    pub fn step(&self) -> LoadStep {
+        match self {
+            BundleError::Source(_) | BundleError::Manifest(_) => LoadStep::Read,
+            BundleError::Signature(_) => LoadStep::Verify,
+            BundleError::Component { .. } => LoadStep::Compile,
+            BundleError::Tests { .. } => LoadStep::Test,
+        }
+    }
+}
+
+/// A compile-progress callback: (rules done, rules in all, the rule just done).
+pub type Progress = Arc<dyn Fn(usize, usize, &str) + Send + Sync>;
+
+/// How bundles are checked when loaded.
+#[derive(Clone, Default)]
+pub struct LoadOptions {
+    /// Keys whose signatures are accepted.
+    pub trusted_keys: Vec<TrustedKey>,
+    /// Refuse bundles without a valid signature by a trusted key. Default false; with
+    /// `trusted_keys` set, a present signature is always checked.
+    pub require_signature: bool,
+    /// Limits on the bundle's files.
+    pub source_limits: SourceLimits,
+    /// Called after each rule compiles: (done, total, rule name).
+    pub progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("trusted_keys", &self.trusted_keys)
+            .field("require_signature", &self.require_signature)
+            .field("source_limits", &self.source_limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One rule of a loaded bundle.
+#[derive(Debug)]
+pub struct BundleRule {
+    /// The configured rule.
+    pub rule: Rule,
+    /// Indices of the rules it depends on.
+    pub depends_on: Vec<usize>,
+    /// What its failure counts as.
+    pub on_error: OnError,
+    /// Its result-cache policy (bundle default applied).
+    pub cache: CachePolicy,
+    /// Its golden cases.
+    pub tests: Vec<TestCase>,
+}
+
+/// A verified, compiled bundle, ready to evaluate. Immutable: a new revision is a new
+/// `Bundle`. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Bundle {
+    manifest: Manifest,
+    rules: Vec<BundleRule>,
+    layers: Vec<Vec<usize>>,
+    concurrency: usize,
+    digest: String,
+    signed_by: Option<TrustedKey>,
+    source: BundleSource,
+}
+
+impl Bundle {
+    /// Reads, verifies and compiles a bundle directory or `.tar.gz` (without running its
+    /// golden cases: see [`Bundle::run_tests`]).
+    pub fn load(
+        engine: &Engine,
+        path: &Path,
+        options: &LoadOptions,
+    ) -> Result<Bundle, BundleError> {
+        let source = BundleSource::open(path, &options.source_limits)?;
+        let text = source.read(MANIFEST_FILE).map_err(|_| {
+            SourceError(format!(
+                "{}: no bundle.toml at the bundle's top level",
+                path.display()
+            ))
+        })?;
+        let manifest = Manifest::parse(&String::from_utf8_lossy(&text))?;
+        let layers = manifest.plan()?;
+        check_files(&manifest, &source)?;
+        let signed_by = if options.require_signature
+            || (!options.trusted_keys.is_empty() && source.files().contains_key(SIGNATURE_FILE))
+        {
+            Some(signing::verify(&source, &options.trusted_keys)?)
+        } else {
+            None
+        };
+        let rules = compile_rules(engine, &manifest, &source, options)?;
+        let concurrency = manifest
+            .bundle
+            .concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        Ok(Bundle {
+            digest: source.digest_hex(),
+            manifest,
+            rules,
+            layers,
+            concurrency,
+            signed_by,
+            source,
+        })
+    }
+
+    /// The bundle's name.
+    pub fn name(&self) -> &str {
+        &self.manifest.bundle.name
+    }
+
+    /// The bundle's revision.
+    pub fn revision(&self) -> &str {
+        &self.manifest.bundle.revision
+    }
+
+    /// SHA-256 of the bundle's canonical file listing.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The key that signed it, when a signature was checked.
+    pub fn signed_by(&self) -> Option<&TrustedKey> {
+        self.signed_by.as_ref()
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The rules, in manifest order.
+    pub fn rules(&self) -> &[BundleRule] {
+        &self.rules
+    }
+
+    /// The dependency layers, as rule indices.
+    pub fn layers(&self) -> &[Vec<usize>] {
+        &self.layers
+    }
+
+    /// Where the bundle was loaded from.
+    pub fn origin(&self) -> &Path {
+        self.source.origin()
+    }
+
+    /// Evaluates the bundle: independent rules of a layer run concurrently on tokio's
+    /// blocking pool (at most `concurrency` at once), dependents get their upstream decisions.
+    pub async fn evaluate(&self, input: &Input) -> BundleResult {
+        let start = Instant::now();
+        let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
+        let limit = Arc::new(tokio::sync::Semaphore::new(self.concurrency));
+        for layer in &self.layers {
+            let mut tasks = Vec::with_capacity(layer.len());
+            for &i in layer {
+                let rule = self.rules[i].rule.clone();
+                let upstream = self.upstream_of(i, &evals);
+                let input = input.clone();
+                let permit = limit.clone().acquire_owned().await;
+                tasks.push((
+                    i,
+                    tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        rule.evaluate_with(&input, &upstream)
+                    }),
+                ));
+            }
+            for (i, task) in tasks {
+                let eval = match task.await {
+                    Ok(eval) => eval,
+                    // A panic in the host while evaluating is a host bug; it still must not
+                    // take the other rules down.
+                    Err(e) => Evaluation {
+                        rule: self.rules[i].rule.name().into(),
+                        result: Err(EvalError::Trap {
+                            message: format!("host task failed: {e}"),
+                            detail: None,
+                        }),
+                        metering: Default::default(),
+                    },
+                };
+                evals[i] = Some(eval);
+            }
+        }
+        self.finish(evals, start)
+    }
+
+    /// Evaluates the bundle on the calling thread, one rule after another. The same result as
+    /// [`Bundle::evaluate`]; for callers without a runtime and for tiny bundles.
+    pub fn evaluate_sequential(&self, input: &Input) -> BundleResult {
+        let start = Instant::now();
+        let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
+        for layer in &self.layers {
+            for &i in layer {
+                let upstream = self.upstream_of(i, &evals);
+                evals[i] = Some(self.rules[i].rule.evaluate_with(input, &upstream));
+            }
+        }
+        self.finish(evals, start)
+    }
+
+    /// What rule `i` receives from its dependencies: their decisions, or for a failed one its
+    /// `on_error` effect (a deny with the error as reason; nothing for `skip`).
+    fn upstream_of(&self, i: usize, evals: &[Option<Evaluation>]) -> Vec<Upstream> {
+        self.rules[i]
+            .depends_on
+            .iter()
+            .filter_map(|&d| {
+                let eval = evals[d].as_ref()?;
+                let decision = effective(&eval.result, self.rules[d].on_error)?;
+                Some(Upstream {
+                    rule: self.rules[d].rule.name().to_owned(),
+                    decision,
+                })
+            })
+            .collect()
+    }
+
+    fn finish(&self, evals: Vec<Option<Evaluation>>, start: Instant) -> BundleResult {
+        let evals: Vec<Evaluation> = evals
+            .into_iter()
+            .map(|e| e.expect("every rule ran"))
+            .collect();
+        let effects: Vec<Option<Decision>> = evals
+            .iter()
+            .zip(&self.rules)
+            .map(|(e, r)| effective(&e.result, r.on_error))
+            .collect();
+        let (verdict, reasons) = combine(self.manifest.bundle.combine, &self.rules, &effects);
+        BundleResult {
+            bundle: self.name().to_owned(),
+            revision: self.revision().to_owned(),
+            verdict,
+            reasons,
+            rules: evals,
+            wall_us: start.elapsed().as_micros() as u64,
+        }
+    }
+
+    /// Runs every golden case (bundle `[[test]]` and rule `[[rule.test]]`).
+    pub async fn run_tests(&self) -> TestReport {
+        let mut cases = Vec::new();
+        for t in &self.manifest.tests {
+            cases.push((None, t));
+        }
+        for r in &self.rules {
+            for t in &r.tests {
+                cases.push((Some(r.rule.name()), t));
+            }
+        }
+        let mut outcomes = Vec::with_capacity(cases.len());
+        for (n, (rule, case)) in cases.into_iter().enumerate() {
+            let name = case.name.clone().unwrap_or_else(|| format!("#{}", n + 1));
+            let target = rule.map_or_else(|| "bundle".to_owned(), |r| format!("rule {r}"));
+            let problem = match serde_json::to_value(&case.input)
+                .map_err(|e| e.to_string())
+                .and_then(|v| Input::from_value(v).map_err(|e| e.to_string()))
+            {
+                Err(e) => Some(format!("input: {e}")),
+                Ok(input) => {
+                    let result = self.evaluate(&input).await;
+                    let got = match rule {
+                        None => Ok((result.verdict, None, result.reasons.clone())),
+                        Some(r) => {
+                            let eval = result
+                                .rules
+                                .iter()
+                                .find(|e| &*e.rule == r)
+                                .expect("rule in result");
+                            eval.result
+                                .as_ref()
+                                .map(|d| (d.verdict, d.score, d.reasons.clone()))
+                                .map_err(|e| format!("{}: {e}", e.kind()))
+                        }
+                    };
+                    check_case(case, got)
+                }
+            };
+            outcomes.push(TestOutcome {
+                name,
+                target,
+                passed: problem.is_none(),
+                problem,
+            });
+        }
+        TestReport { cases: outcomes }
+    }
+}
+
+fn check_case(
+    case: &TestCase,
+    got: Result<(Verdict, Option<f64>, Vec<String>), String>,
+) -> Option<String> {
+    let (verdict, score, reasons) = match got {
+        Ok(g) => g,
+        Err(e) => {
+            return Some(format!(
+                "expected {:?}, the rule errored: {e}",
+                case.verdict
+            ));
+        }
+    };
+    if verdict != case.verdict {
+        return Some(format!(
+            "expected verdict {:?}, got {verdict:?}",
+            case.verdict
+        ));
+    }
+    if let Some(want) = case.score
+        && score.is_none_or(|s| (s - want).abs() > 1e-9)
+    {
+        return Some(format!("expected score {want}, got {score:?}"));
+    }
+    if let Some(want) = &case.reasons
+        && want != &reasons
+    {
+        return Some(format!("expected reasons {want:?}, got {reasons:?}"));
+    }
+    None
+}
+
+/// What an evaluation counts as in combination: its decision, or its `on_error` effect.
+fn effective(result: &Result<Decision, EvalError>, on_error: OnError) -> Option<Decision> {
+    match (result, on_error) {
+        (Ok(d), _) => Some(d.clone()),
+        (Err(_), OnError::Skip) => None,
+        (Err(e), OnError::Deny) => Some(Decision {
+            verdict: Verdict::Deny,
+            score: None,
+            reasons: vec![format!("failed closed ({}): {e}", e.kind())],
+            output: None,
+        }),
+    }
+}
+
+/// Combines effective decisions; reasons come from the rules that decided, prefixed by name.
+fn combine(
+    how: Combine,
+    rules: &[BundleRule],
+    effects: &[Option<Decision>],
+) -> (Verdict, Vec<String>) {
+    let present = || {
+        effects.iter().enumerate().filter_map(|(i, d)| {
+            d.as_ref()
+                .filter(|d| d.verdict != Verdict::Abstain)
+                .map(|d| (i, d))
+        })
+    };
+    let reasons_of = |verdict: Verdict| -> Vec<String> {
+        present()
+            .filter(|(_, d)| d.verdict == verdict)
+            .flat_map(|(i, d)| {
+                let name = rules[i].rule.name();
+                if d.reasons.is_empty() {
+                    vec![format!("{name}: {}", verdict_word(verdict))]
+                } else {
+                    d.reasons.iter().map(|r| format!("{name}: {r}")).collect()
+                }
+            })
+            .collect()
+    };
+    let any = |v: Verdict| present().any(|(_, d)| d.verdict == v);
+    let first_of = |order: &[Verdict]| -> Verdict {
+        order
+            .iter()
+            .copied()
+            .find(|&v| any(v))
+            .unwrap_or(Verdict::Abstain)
+    };
+    let verdict = match how {
+        Combine::DenyOverrides => first_of(&[Verdict::Deny, Verdict::Review, Verdict::Allow]),
+        Combine::AllowOverrides => first_of(&[Verdict::Allow, Verdict::Review, Verdict::Deny]),
+        Combine::FirstApplicable => {
+            // Manifest order, not evaluation order.
+            if let Some((i, d)) = present().next() {
+                let name = rules[i].rule.name();
+                let reasons = if d.reasons.is_empty() {
+                    vec![format!("{name}: {}", verdict_word(d.verdict))]
+                } else {
+                    d.reasons.iter().map(|r| format!("{name}: {r}")).collect()
+                };
+                return (d.verdict, reasons);
+            }
+            Verdict::Abstain
+        }
+        Combine::All => {
+            let all_allow = effects
+                .iter()
+                .all(|d| d.as_ref().is_some_and(|d| d.verdict == Verdict::Allow));
+            if all_allow && !effects.is_empty() {
+                Verdict::Allow
+            } else {
+                let mut reasons = Vec::new();
+                for (i, d) in effects.iter().enumerate() {
+                    let name = rules[i].rule.name();
+                    match d {
+                        Some(d) if d.verdict == Verdict::Allow => {}
+                        Some(d) if d.reasons.is_empty() => {
+                            reasons.push(format!("{name}: {}", verdict_word(d.verdict)))
+                        }
+                        Some(d) => reasons.extend(d.reasons.iter().map(|r| format!("{name}: {r}"))),
+                        None => reasons.push(format!("{name}: skipped after an error")),
+                    }
+                }
+                return (Verdict::Deny, reasons);
+            }
+        }
+    };
+    (
+        verdict,
+        if verdict == Verdict::Abstain {
+            Vec::new()
+        } else {
+            reasons_of(verdict)
+        },
+    )
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Allow => "allow",
+        Verdict::Deny => "deny",
+        Verdict::Review => "review",
+        Verdict::Abstain => "abstain",
+    }
+}
+
+/// Checks the manifest against the files: components present and matching their digests,
+/// grant directories present, paths inside the bundle.
+fn check_files(manifest: &Manifest, source: &BundleSource) -> Result<(), ManifestError> {
+    for r in &manifest.rules {
+        let rule = Some(r.name.as_str());
+        let path = source::check_manifest_path(&r.component)
+            .map_err(|m| ManifestError::new(rule, "component", m))?;
+        let Some(digest) = source.files().get(&path) else {
+            return Err(ManifestError::new(
+                rule,
+                "component",
+                format!("file `{path}` is not in the bundle"),
+            ));
+        };
+        if let Some(want) = &r.sha256 {
+            let have = hex::encode(digest);
+            if !want.eq_ignore_ascii_case(&have) {
+                return Err(ManifestError::new(
+                    rule,
+                    "sha256",
+                    format!("`{path}` has digest {have}, the manifest says {want}"),
+                ));
+            }
+        }
+        for (i, g) in r.grants.iter().enumerate() {
+            let dir = source::check_manifest_path(&g.dir)
+                .map_err(|m| ManifestError::new(rule, format!("grants[{i}].dir"), m))?;
+            if !source.has_dir(&dir) {
+                return Err(ManifestError::new(
+                    rule,
+                    format!("grants[{i}].dir"),
+                    format!("`{dir}` is not a directory in the bundle"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Compiles the bundle's distinct components in parallel (through the engine's caches) and
+/// configures each rule.
+fn compile_rules(
+    engine: &Engine,
+    manifest: &Manifest,
+    source: &BundleSource,
+    options: &LoadOptions,
+) -> Result<Vec<BundleRule>, BundleError> {
+    let total = manifest.rules.len();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let mut compiled: Vec<Option<Result<crate::RulePre, BundleError>>> =
+        (0..total).map(|_| None).collect();
+    let slots: Vec<std::sync::Mutex<&mut Option<Result<crate::RulePre, BundleError>>>> =
+        compiled.iter_mut().map(std::sync::Mutex::new).collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(total)
+        .max(1);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let r = &manifest.rules[i];
+                    let result = source
+                        .read(&source::check_manifest_path(&r.component).unwrap_or_default())
+                        .map_err(BundleError::from)
+                        .and_then(|bytes| {
+                            engine.load(&bytes).map_err(|error| BundleError::Component {
+                                rule: r.name.clone(),
+                                error,
+                            })
+                        });
+                    **slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if let Some(progress) = &options.progress {
+                        progress(n, total, &r.name);
+                    }
+                }
+            });
+        }
+    });
+    drop(slots);
+    let names: Vec<&str> = manifest.rules.iter().map(|r| r.name.as_str()).collect();
+    let b = &manifest.bundle;
+    let mut rules = Vec::with_capacity(total);
+    for (r, pre) in manifest.rules.iter().zip(compiled) {
+        let pre = pre.expect("every rule compiled")?;
+        let named = |e: crate::ConfigError| {
+            BundleError::Manifest(ManifestError::new(Some(&r.name), e.field, e.message))
+        };
+        let limits = merge_limits(&b.limits, &r.limits);
+        let settings = serde_json::to_value(&r.settings)
+            .map_err(|e| named(crate::ConfigError::new("settings", e.to_string())))?;
+        let mut builder = Rule::builder(r.name.clone(), pre)
+            .reads(r.reads.clone())
+            .settings(settings)
+            .limits(limits);
+        for g in &r.grants {
+            builder = builder.grant(Grant {
+                host: source.root().join(&g.dir),
+                guest: g.guest.clone(),
+            });
+        }
+        rules.push(BundleRule {
+            rule: builder.build().map_err(named)?,
+            depends_on: r
+                .depends_on
+                .iter()
+                .map(|d| names.iter().position(|n| n == d).expect("planned"))
+                .collect(),
+            on_error: r.on_error.unwrap_or(b.on_error),
+            cache: r.cache.or(b.cache),
+            tests: r.tests.clone(),
+        });
+    }
+    Ok(rules)
+}
+
+fn merge_limits(bundle: &LimitsOverride, rule: &LimitsOverride) -> LimitsOverride {
+    LimitsOverride {
+        fuel: rule.fuel.or(bundle.fuel),
+        timeout_ms: rule.timeout_ms.or(bundle.timeout_ms),
+        memory_bytes: rule.memory_bytes.or(bundle.memory_bytes),
+        output_bytes: rule.output_bytes.or(bundle.output_bytes),
+    }
+}
+
+/// The result of evaluating a bundle.
+#[derive(Clone, Debug)]
+pub struct BundleResult {
+    /// The bundle's name.
+    pub bundle: String,
+    /// The revision that produced this result.
+    pub revision: String,
+    /// The combined verdict.
+    pub verdict: Verdict,
+    /// The reasons that decided it, each prefixed by its rule's name.
+    pub reasons: Vec<String>,
+    /// Every rule's evaluation, in manifest order.
+    pub rules: Vec<Evaluation>,
+    /// Wall time of the whole evaluation, in microseconds.
+    pub wall_us: u64,
+}
+
+impl BundleResult {
+    /// The JSON form used by `rulebox eval --bundle` and the server.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "bundle": self.bundle,
+            "revision": self.revision,
+            "verdict": self.verdict,
+            "reasons": self.reasons,
+            "wall_us": self.wall_us,
+            "rules": self.rules.iter().map(Evaluation::to_json).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The evaluation of the rule named `rule`.
+    pub fn rule(&self, rule: &str) -> Option<&Evaluation> {
+        self.rules.iter().find(|e| &*e.rule == rule)
+    }
+
+    /// How many rules errored, by kind.
+    pub fn errors(&self) -> Vec<(String, ErrorKind)> {
+        self.rules
+            .iter()
+            .filter_map(|e| {
+                e.result
+                    .as_ref()
+                    .err()
+                    .map(|err| (e.rule.to_string(), err.kind()))
+            })
+            .collect()
+    }
+}
+
+/// The outcome of a bundle's golden cases.
+#[derive(Clone, Debug, Serialize)]
+pub struct TestReport {
+    /// One per case.
+    pub cases: Vec<TestOutcome>,
+}
+
+impl TestReport {
+    /// How many cases failed.
+    pub fn failed(&self) -> usize {
+        self.cases.iter().filter(|c| !c.passed).count()
+    }
+
+    /// As an error, when any case failed.
+    pub fn into_result(self) -> Result<TestReport, BundleError> {
+        let failed = self.failed();
+        if failed == 0 {
+            return Ok(self);
+        }
+        let first = self.cases.iter().find(|c| !c.passed).map(|c| {
+            format!(
+                "{} `{}`: {}",
+                c.target,
+                c.name,
+                c.problem.as_deref().unwrap_or("")
+            )
+        });
+        Err(BundleError::Tests {
+            failed,
+            total: self.cases.len(),
+            first,
+        })
+    }
+}
+
+/// One golden case's outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct TestOutcome {
+    /// The case's name.
+    pub name: String,
+    /// `bundle` or `rule NAME`.
+    pub target: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What differed.
+    pub problem: Option<String>,
+}

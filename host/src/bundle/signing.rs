@@ -1,0 +1,167 @@
+//! ed25519 signatures over a bundle's canonical listing.
+//!
+//! Key files are hex text: `NAME.key` holds the 32-byte secret seed, `NAME.pub` the public
+//! key. The signature file `bundle.sig` is TOML with one `[[signature]]` per signer:
+//! `key` (public key, hex) and `sig` (signature, hex).
+
+use super::source::BundleSource;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A signing or verification problem.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SignatureError(pub String);
+
+/// A public key the host trusts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedKey(VerifyingKey);
+
+impl TrustedKey {
+    /// Parses a public key from hex (the content of a `.pub` file).
+    pub fn from_hex(text: &str) -> Result<TrustedKey, SignatureError> {
+        let bytes: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| SignatureError("a public key must be 64 hex digits".into()))?;
+        VerifyingKey::from_bytes(&bytes)
+            .map(TrustedKey)
+            .map_err(|e| SignatureError(format!("not an ed25519 public key: {e}")))
+    }
+
+    /// Reads a `.pub` file.
+    pub fn from_file(path: &Path) -> Result<TrustedKey, SignatureError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SignatureError(format!("cannot read key {}: {e}", path.display())))?;
+        Self::from_hex(&text).map_err(|e| SignatureError(format!("{}: {e}", path.display())))
+    }
+
+    /// The key as hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0.as_bytes())
+    }
+}
+
+/// A secret key for signing bundles.
+pub struct SecretKey(SigningKey);
+
+impl SecretKey {
+    /// A new random key.
+    pub fn generate() -> Result<SecretKey, SignatureError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| SignatureError(format!("no randomness: {e}")))?;
+        Ok(SecretKey(SigningKey::from_bytes(&seed)))
+    }
+
+    /// Reads a `.key` file.
+    pub fn from_file(path: &Path) -> Result<SecretKey, SignatureError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SignatureError(format!("cannot read key {}: {e}", path.display())))?;
+        let seed: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                SignatureError(format!(
+                    "{}: a secret key must be 64 hex digits",
+                    path.display()
+                ))
+            })?;
+        Ok(SecretKey(SigningKey::from_bytes(&seed)))
+    }
+
+    /// The secret seed as hex (the `.key` file's content).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0.to_bytes())
+    }
+
+    /// The matching public key.
+    pub fn public(&self) -> TrustedKey {
+        TrustedKey(self.0.verifying_key())
+    }
+
+    /// Signs a bundle's listing.
+    pub fn sign(&self, source: &BundleSource) -> SignatureEntry {
+        let sig = self.0.sign(source.canonical_listing().as_bytes());
+        SignatureEntry {
+            key: self.public().to_hex(),
+            sig: hex::encode(sig.to_bytes()),
+        }
+    }
+}
+
+/// The content of `bundle.sig`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureFile {
+    /// One entry per signer.
+    #[serde(default)]
+    pub signature: Vec<SignatureEntry>,
+}
+
+/// One signer's signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureEntry {
+    /// The signer's public key, hex.
+    pub key: String,
+    /// The signature over the canonical listing, hex.
+    pub sig: String,
+}
+
+impl SignatureFile {
+    /// Parses `bundle.sig`.
+    pub fn parse(text: &str) -> Result<SignatureFile, SignatureError> {
+        toml::from_str(text).map_err(|e| SignatureError(format!("bundle.sig: {e}")))
+    }
+
+    /// As TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Checks that `source` carries a valid signature by one of `trusted`. Returns the key that
+/// signed it.
+pub fn verify(source: &BundleSource, trusted: &[TrustedKey]) -> Result<TrustedKey, SignatureError> {
+    if !source.files().contains_key(super::source::SIGNATURE_FILE) {
+        return Err(SignatureError(
+            "the bundle is not signed (no bundle.sig)".into(),
+        ));
+    }
+    let text = source
+        .read(super::source::SIGNATURE_FILE)
+        .map_err(|e| SignatureError(e.0))?;
+    let file = SignatureFile::parse(&String::from_utf8_lossy(&text))?;
+    if file.signature.is_empty() {
+        return Err(SignatureError("bundle.sig holds no signature".into()));
+    }
+    let listing = source.canonical_listing();
+    let mut known_key_failed = false;
+    for entry in &file.signature {
+        let Some(key) = trusted
+            .iter()
+            .find(|k| k.to_hex() == entry.key.to_ascii_lowercase())
+        else {
+            continue;
+        };
+        let sig = hex::decode(&entry.sig)
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+            .map(|b| Signature::from_bytes(&b));
+        match sig {
+            Some(sig) if key.0.verify(listing.as_bytes(), &sig).is_ok() => return Ok(key.clone()),
+            _ => known_key_failed = true,
+        }
+    }
+    Err(SignatureError(if known_key_failed {
+        "the signature does not match the bundle's content: it was altered after signing".into()
+    } else {
+        let keys: Vec<String> = file.signature.iter().map(|e| short(&e.key)).collect();
+        format!("signed by an untrusted key ({})", keys.join(", "))
+    }))
+}
+
+fn short(key: &str) -> String {
+    key.chars().take(16).collect::<String>() + "…"
+}
