@@ -111,7 +111,7 @@ struct TestArgs {
 #[derive(Args)]
 struct RuleArgs {
     /// The rule component (.wasm).
-    #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+    #[arg(long)]
     rule: Option<PathBuf>,
     /// The input document: a JSON file, or `-` for stdin.
     #[arg(long)]
@@ -141,7 +141,7 @@ struct EvalArgs {
     #[command(flatten)]
     rule: RuleArgs,
     /// Evaluate a whole bundle (directory or .tar.gz) instead of one rule.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rule")]
     bundle: Option<PathBuf>,
     #[command(flatten)]
     load: BundleLoadArgs,
@@ -317,17 +317,16 @@ fn load_options(args: &BundleLoadArgs) -> Result<LoadOptions> {
         .iter()
         .map(|p| TrustedKey::from_file(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let progress: Option<bundle::Progress> =
-        if std::io::stderr().is_terminal() {
-            Some(Arc::new(|done, total, rule: &str| {
-                eprint!(
-                    "\rcompiled {done}/{total} ({rule})\x1b[K{}",
-                    if done == total { "\n" } else { "" }
-                )
-            }))
-        } else {
-            None
-        };
+    let progress: Option<bundle::Progress> = if std::io::stderr().is_terminal() {
+        Some(Arc::new(|done, total, rule: &str| {
+            eprint!(
+                "\rcompiled {done}/{total} ({rule})\x1b[K{}",
+                if done == total { "\n" } else { "" }
+            )
+        }))
+    } else {
+        None
+    };
     Ok(LoadOptions {
         trusted_keys,
         require_signature: args.require_signature,
@@ -494,7 +493,10 @@ fn read_input(spec: &str) -> Result<Input> {
 fn build_rule(engine: &Engine, args: &RuleArgs) -> Result<Result<Rule, rulebox::LoadError>> {
     let settings: serde_json::Value =
         serde_json::from_str(&args.settings).context("--settings is not JSON")?;
-    let rule_path = args.rule.as_ref().context("--rule is required")?;
+    let rule_path = args
+        .rule
+        .as_ref()
+        .context("--rule PATH.wasm (or, for eval, --bundle PATH) is required")?;
     let pre = match engine.load_file(rule_path) {
         Ok(pre) => pre,
         Err(rulebox::LoadError::Io { path, message }) => {
@@ -532,4 +534,13 @@ fn load_error_json(args: &RuleArgs, e: &rulebox::LoadError) -> String {
         "metering": rulebox::Metering::default(),
     }))
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }
