@@ -1,5 +1,6 @@
 //! The `rulebox` binary: its JSON output and exit codes are a public interface.
 
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn rulebox(args: &[&str], stdin: Option<&str>) -> (i32, serde_json::Value, String) {
@@ -181,4 +182,215 @@ fn bench_reports_cost() {
     assert!(median > 0 && median <= out["p99_ns"].as_u64().unwrap());
     assert!(out["fuel"].as_u64().unwrap() > 0);
     assert_eq!(out["outcome"], "deny");
+}
+
+fn payments() -> String {
+    rulebox_tests::example_bundle("payments")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn eval_bundle_prints_the_combined_result() {
+    let (code, out, err) = rulebox(
+        &[
+            "--no-cache",
+            "eval",
+            "--bundle",
+            &payments(),
+            "--input",
+            &order(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out["bundle"], "payments");
+    assert_eq!(out["revision"], "2026.11.22-1");
+    assert_eq!(out["verdict"], "review");
+    assert_eq!(out["reasons"][1], "risk: risk score 67 at or above 50");
+    let rules = out["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 3);
+    for r in rules {
+        for key in ["rule", "ok", "decision", "metering"] {
+            assert!(r.get(key).is_some(), "{key} missing in {r}");
+        }
+    }
+    let (code, out, _) = rulebox(
+        &[
+            "--no-cache",
+            "eval",
+            "--bundle",
+            "/no/bundle",
+            "--input",
+            &order(),
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert_eq!(out["error"]["step"], "read");
+}
+
+#[test]
+fn test_runs_golden_cases_and_fails_on_a_mismatch() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache = cache.path().to_str().unwrap();
+    let (code, _, _) = rulebox(&["--cache-dir", cache, "test", &payments()], None);
+    assert_eq!(code, 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_rulebox"))
+        .args(["--cache-dir", cache, "test", &payments()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("ok     rule amount-limit        over the limit"),
+        "{table}"
+    );
+    assert!(table.trim_end().ends_with("6 passed, 0 failed"), "{table}");
+
+    let broken = tempfile::tempdir().unwrap();
+    copy_dir(Path::new(&payments()), broken.path());
+    let manifest = std::fs::read_to_string(broken.path().join("bundle.toml")).unwrap();
+    std::fs::write(
+        broken.path().join("bundle.toml"),
+        manifest.replacen("verdict = \"allow\"", "verdict = \"deny\"", 1),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rulebox"))
+        .args(["--cache-dir", cache, "test"])
+        .arg(broken.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("FAIL   rule amount-limit        small order"),
+        "{table}"
+    );
+    assert!(table.contains("5 passed, 1 failed"), "{table}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn keygen_pack_sign_verify_inspect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = |p: &str| tmp.path().join(p).display().to_string();
+    let (code, out, err) = rulebox(&["bundle", "keygen", &t("ops")], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out["key"].as_str().unwrap().len(), 64);
+    let (code, _, err) = rulebox(&["bundle", "keygen", &t("ops")], None);
+    assert_eq!(code, 2, "an existing key is never overwritten");
+    assert!(err.contains("never overwritten"), "{err}");
+
+    let (code, out, err) = rulebox(
+        &[
+            "bundle",
+            "pack",
+            &payments(),
+            "-o",
+            &t("p.tar.gz"),
+            "--key",
+            &t("ops.key"),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out["signed"], true);
+    let (code, out, _) = rulebox(
+        &[
+            "bundle",
+            "verify",
+            &t("p.tar.gz"),
+            "--trusted",
+            &t("ops.pub"),
+        ],
+        None,
+    );
+    assert_eq!((code, &out["valid"]), (0, &serde_json::json!(true)));
+
+    rulebox(&["bundle", "keygen", &t("other")], None);
+    let (code, out, _) = rulebox(
+        &[
+            "bundle",
+            "verify",
+            &t("p.tar.gz"),
+            "--trusted",
+            &t("other.pub"),
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(out["error"].as_str().unwrap().contains("untrusted key"));
+
+    // Re-signing an archive with another key makes it verify under that key.
+    let (code, _, err) = rulebox(
+        &["bundle", "sign", &t("p.tar.gz"), "--key", &t("other.key")],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = rulebox(
+        &[
+            "bundle",
+            "verify",
+            &t("p.tar.gz"),
+            "--trusted",
+            &t("other.pub"),
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+
+    let (code, out, _) = rulebox(
+        &[
+            "--no-cache",
+            "eval",
+            "--bundle",
+            &t("p.tar.gz"),
+            "--input",
+            &order(),
+            "--require-signature",
+            "--trusted",
+            &t("other.pub"),
+        ],
+        None,
+    );
+    assert_eq!((code, out["verdict"].as_str()), (0, Some("review")));
+    let (code, out, _) = rulebox(
+        &[
+            "--no-cache",
+            "eval",
+            "--bundle",
+            &t("p.tar.gz"),
+            "--input",
+            &order(),
+            "--require-signature",
+            "--trusted",
+            &t("ops.pub"),
+        ],
+        None,
+    );
+    assert_eq!((code, out["error"]["step"].as_str()), (1, Some("verify")));
+
+    let (code, out, _) = rulebox(&["--no-cache", "bundle", "inspect", &t("p.tar.gz")], None);
+    assert_eq!(code, 0);
+    assert_eq!(out["signed"], true);
+    assert_eq!(
+        out["layers"],
+        serde_json::json!([["amount-limit", "sanctions"], ["risk"]])
+    );
+    assert_eq!(
+        out["rules"][2]["depends_on"],
+        serde_json::json!(["amount-limit", "sanctions"])
+    );
+    assert_eq!(out["rules"][0]["limits"]["timeout_ms"], 50);
 }

@@ -1,0 +1,93 @@
+//! The compiled-component cache: a second engine on the same directory compiles nothing; a
+//! corrupt or truncated entry is discarded and recompiled, never trusted.
+
+use rulebox::{Bundle, Engine, EngineConfig, Input, LoadOptions, Verdict};
+use rulebox_tests::{example_bundle, guest_bytes};
+
+fn engine_with_cache(dir: &std::path::Path) -> Engine {
+    Engine::new(EngineConfig {
+        cache_dir: Some(dir.to_owned()),
+        ..EngineConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_restart_loads_compiled_components_from_disk() {
+    let cache = tempfile::tempdir().unwrap();
+    let cold = engine_with_cache(cache.path());
+    let b = Bundle::load(&cold, &example_bundle("payments"), &LoadOptions::default()).unwrap();
+    assert_eq!(cold.artifact_stats().compiled, 3);
+    // The same component again in this engine: a memory hit while the first is alive.
+    let _again = cold.load(&guest_bytes("amount_limit")).unwrap();
+    assert_eq!(cold.artifact_stats().memory_hits, 1);
+    drop(b);
+
+    let warm = engine_with_cache(cache.path());
+    let b = Bundle::load(&warm, &example_bundle("payments"), &LoadOptions::default()).unwrap();
+    let stats = warm.artifact_stats();
+    assert_eq!((stats.compiled, stats.disk_hits, stats.rejected), (0, 3, 0));
+    let doc = Input::from_json(r#"{"order":{"amount":20,"currency":"EUR"},"customer":{"country":"DE","age_days":900,"verified":true}}"#).unwrap();
+    assert_eq!(b.evaluate_sequential(&doc).verdict, Verdict::Allow);
+}
+
+#[test]
+fn corrupt_or_truncated_entries_are_recompiled() {
+    let cache = tempfile::tempdir().unwrap();
+    let bytes = guest_bytes("amount_limit");
+    engine_with_cache(cache.path()).load(&bytes).unwrap();
+    let artifact = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("an artifact was written");
+
+    // Flip a byte in the middle of the machine code.
+    let mut code = std::fs::read(&artifact).unwrap();
+    let mid = code.len() / 2;
+    code[mid] ^= 0xff;
+    std::fs::write(&artifact, &code).unwrap();
+    let engine = engine_with_cache(cache.path());
+    let pre = engine.load(&bytes).unwrap();
+    let stats = engine.artifact_stats();
+    assert_eq!((stats.rejected, stats.compiled, stats.disk_hits), (1, 1, 0));
+    let rule = rulebox::Rule::builder("a", pre)
+        .reads(["order.amount"])
+        .build()
+        .unwrap();
+    assert!(
+        rule.evaluate(&Input::from_json(r#"{"order":{"amount":1}}"#).unwrap())
+            .result
+            .is_ok()
+    );
+
+    // The entry was rewritten whole: a third engine uses it.
+    let engine = engine_with_cache(cache.path());
+    engine.load(&bytes).unwrap();
+    assert_eq!(engine.artifact_stats().disk_hits, 1);
+
+    // Truncated.
+    let len = std::fs::metadata(&artifact).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&artifact)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+    let engine = engine_with_cache(cache.path());
+    engine.load(&bytes).unwrap();
+    assert_eq!(engine.artifact_stats().rejected, 1);
+
+    // Checksum file missing.
+    let sum = artifact.with_extension("cwasm.sha256");
+    std::fs::remove_file(&sum).unwrap();
+    let engine = engine_with_cache(cache.path());
+    engine.load(&bytes).unwrap();
+    assert_eq!(
+        (
+            engine.artifact_stats().rejected,
+            engine.artifact_stats().compiled
+        ),
+        (1, 1)
+    );
+}

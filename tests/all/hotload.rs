@@ -1,0 +1,294 @@
+//! Hot-loading: a new revision replaces the active one only when every step passes; a failed
+//! load says which step failed and leaves the active revision serving; rollback; a watched
+//! directory; and swapping under load without a failed or mixed evaluation.
+
+use rulebox::bundle::{SecretKey, SourceLimits};
+use rulebox::{Input, LoadOptions, LoadStep, Registry, RegistryConfig, RegistryError, Verdict};
+use rulebox_tests::{engine, write_bundle};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A bundle whose three rules all echo `rev` as their tag, and a golden case.
+fn manifest(rev: &str) -> String {
+    let mut m = format!("[bundle]\nname = \"hot\"\nrevision = \"{rev}\"\n");
+    for (name, deps) in [("a", "[]"), ("b", "[]"), ("c", "[\"a\", \"b\"]")] {
+        m.push_str(&format!(
+            "[[rule]]\nname = \"{name}\"\ncomponent = \"echo.wasm\"\ndepends_on = {deps}\nsettings = {{ tag = \"{rev}\" }}\n"
+        ));
+    }
+    m.push_str("[[test]]\ninput = {}\nverdict = \"allow\"\n");
+    m
+}
+
+fn revision_dir(root: &Path, rev: &str) -> std::path::PathBuf {
+    let dir = root.join(rev);
+    write_bundle(&dir, &manifest(rev));
+    dir
+}
+
+/// Each way a new revision can be bad, and the step that must catch it.
+fn bad_revision(root: &Path, n: usize) -> (std::path::PathBuf, LoadStep) {
+    let rev = format!("bad-{n}");
+    let dir = revision_dir(root, &rev);
+    let step = match n % 5 {
+        0 => {
+            std::fs::write(
+                dir.join("bundle.toml"),
+                manifest(&rev).replace("depends_on = []", "depends_on = [\"c\"]"),
+            )
+            .unwrap();
+            LoadStep::Read // a cycle
+        }
+        1 => {
+            std::fs::write(dir.join("echo.wasm"), b"\0asm\x0d\0\x01\0garbage").unwrap();
+            LoadStep::Compile
+        }
+        2 => {
+            let m = manifest(&rev).replace("verdict = \"allow\"", "verdict = \"deny\"");
+            std::fs::write(dir.join("bundle.toml"), m).unwrap();
+            LoadStep::Test
+        }
+        3 => {
+            std::fs::write(dir.join("bundle.toml"), "[bundle]\nname = \"hot\"\n").unwrap();
+            LoadStep::Read
+        }
+        _ => {
+            let m = manifest(&rev).replace(
+                "settings = { tag",
+                "settings = { verdict = \"sometimes\", tag",
+            );
+            std::fs::write(dir.join("bundle.toml"), m).unwrap();
+            LoadStep::Test // the rule fails on its own settings
+        }
+    };
+    (dir, step)
+}
+
+fn registry() -> Arc<Registry> {
+    Arc::new(Registry::new(engine().clone(), RegistryConfig::default()))
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn load_replace_rollback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let rt = rt();
+    let a = rt
+        .block_on(reg.load(&revision_dir(tmp.path(), "r1")))
+        .unwrap();
+    assert_eq!(
+        (a.revision.as_str(), a.previous, a.tests_passed),
+        ("r1", None, 1)
+    );
+    let a = rt
+        .block_on(reg.load(&revision_dir(tmp.path(), "r2")))
+        .unwrap();
+    assert_eq!(a.previous.as_deref(), Some("r1"));
+    assert_eq!(reg.get("hot").unwrap().revision(), "r2");
+    let held = reg.get("hot").unwrap();
+
+    let back = reg.rollback("hot").unwrap();
+    assert_eq!(
+        (back.revision.as_str(), back.previous.as_deref()),
+        ("r1", Some("r2"))
+    );
+    assert_eq!(reg.get("hot").unwrap().revision(), "r1");
+    assert_eq!(
+        held.revision(),
+        "r2",
+        "a holder keeps the revision it started with"
+    );
+    assert_eq!(
+        reg.rollback("hot").unwrap_err(),
+        RegistryError::NoPrevious("hot".into())
+    );
+    assert_eq!(
+        reg.get("nope").unwrap_err(),
+        RegistryError::NotFound("nope".into())
+    );
+
+    let result = rt
+        .block_on(reg.evaluate("hot", &Input::from_value(json!({})).unwrap()))
+        .unwrap();
+    assert_eq!(result.revision, "r1");
+    reg.unload("hot").unwrap();
+    assert!(reg.get("hot").is_err());
+}
+
+#[test]
+fn history_is_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::new(
+        engine().clone(),
+        RegistryConfig {
+            keep_revisions: 3,
+            ..Default::default()
+        },
+    );
+    let rt = rt();
+    for i in 0..6 {
+        rt.block_on(reg.load(&revision_dir(tmp.path(), &format!("r{i}"))))
+            .unwrap();
+    }
+    let status = reg.status();
+    assert_eq!(status[0].revision, "r5");
+    assert_eq!(status[0].history, ["r4", "r3"]);
+}
+
+#[test]
+fn every_failed_step_leaves_the_active_revision_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let rt = rt();
+    rt.block_on(reg.load(&revision_dir(tmp.path(), "good")))
+        .unwrap();
+    for n in 0..5 {
+        let (dir, step) = bad_revision(tmp.path(), n);
+        let failure = rt.block_on(reg.load(&dir)).unwrap_err();
+        assert_eq!(failure.step, step, "case {n}: {failure}");
+        assert_eq!(reg.get("hot").unwrap().revision(), "good", "case {n}");
+    }
+    // A signature failure too, with a registry that requires signatures.
+    let key = SecretKey::generate().unwrap();
+    let strict = Registry::new(
+        engine().clone(),
+        RegistryConfig {
+            load: LoadOptions {
+                trusted_keys: vec![key.public()],
+                require_signature: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    let signed = revision_dir(tmp.path(), "signed");
+    rulebox::bundle::sign_dir(&signed, &key, &SourceLimits::default()).unwrap();
+    rt.block_on(strict.load(&signed)).unwrap();
+    let unsigned = revision_dir(tmp.path(), "unsigned");
+    let failure = rt.block_on(strict.load(&unsigned)).unwrap_err();
+    assert_eq!(failure.step, LoadStep::Verify);
+    assert!(failure.to_string().contains("not signed"), "{failure}");
+    assert_eq!(strict.get("hot").unwrap().revision(), "signed");
+}
+
+#[test]
+fn swapping_under_load_never_fails_or_mixes_revisions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let rt = rt();
+    rt.block_on(reg.load(&revision_dir(tmp.path(), "g00")))
+        .unwrap();
+    // Prepare every revision first, so loading is the only thing racing the evaluations.
+    let mut plan = Vec::new();
+    for i in 1..=20 {
+        plan.push((revision_dir(tmp.path(), &format!("g{i:02}")), None));
+        if i % 4 == 0 {
+            let (dir, step) = bad_revision(tmp.path(), i / 4 - 1);
+            plan.push((dir, Some(step)));
+        }
+    }
+    assert_eq!(plan.iter().filter(|(_, s)| s.is_some()).count(), 5);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let evaluations = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let input = Input::from_value(json!({"x": 1})).unwrap();
+    rt.block_on(async {
+        let mut workers = Vec::new();
+        for _ in 0..3 {
+            let (reg, stop, evaluations, seen, input) = (
+                reg.clone(),
+                stop.clone(),
+                evaluations.clone(),
+                seen.clone(),
+                input.clone(),
+            );
+            workers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = reg
+                        .evaluate("hot", &input)
+                        .await
+                        .expect("a bundle is always active");
+                    assert_eq!(r.verdict, Verdict::Allow, "{:?}", r.errors());
+                    for eval in &r.rules {
+                        let d = eval
+                            .result
+                            .as_ref()
+                            .unwrap_or_else(|e| panic!("rule {} failed: {e}", eval.rule));
+                        assert_eq!(
+                            d.output.as_ref().unwrap()["tag"],
+                            r.revision.as_str(),
+                            "rule {} answered for another revision",
+                            eval.rule
+                        );
+                    }
+                    evaluations.fetch_add(1, Ordering::Relaxed);
+                    seen.lock().unwrap().insert(r.revision.clone());
+                }
+            }));
+        }
+        for (dir, bad) in &plan {
+            let loaded = reg.load(dir).await;
+            match bad {
+                None => assert!(loaded.is_ok(), "{}: {:?}", dir.display(), loaded.err()),
+                Some(step) => assert_eq!(loaded.unwrap_err().step, *step),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.await.expect("an evaluator failed");
+        }
+    });
+    assert_eq!(reg.get("hot").unwrap().revision(), "g20");
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.len() >= 5,
+        "evaluations ran across the swaps: saw {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|r| r.starts_with('g')),
+        "a bad revision was served: {seen:?}"
+    );
+    assert!(evaluations.load(Ordering::Relaxed) > 100);
+}
+
+#[test]
+fn a_watched_directory_loads_new_and_changed_bundles() {
+    let watched = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let rt = rt();
+    let wait_for = |rev: &str| {
+        for _ in 0..200 {
+            if reg.get("hot").is_ok_and(|b| b.revision() == rev) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("revision {rev} was not loaded; status {:?}", reg.status());
+    };
+    let _guard = rt.enter();
+    let _watcher = reg
+        .watch(watched.path(), Duration::from_millis(100))
+        .unwrap();
+    let dir = revision_dir(watched.path(), "w1");
+    wait_for("w1");
+    std::fs::write(dir.join("bundle.toml"), manifest("w2")).unwrap();
+    wait_for("w2");
+    // A broken change is refused; w2 keeps serving.
+    std::fs::write(dir.join("bundle.toml"), "[bundle]\nname = \"hot\"\n").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(reg.get("hot").unwrap().revision(), "w2");
+    drop(rt);
+}

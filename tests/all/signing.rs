@@ -1,0 +1,149 @@
+//! Signatures: a signed bundle loads when signatures are required; a tampered file, a tampered
+//! manifest, a wrong key or a missing signature is refused at the verify step.
+
+use rulebox::bundle::{self, SecretKey, SourceLimits, TrustedKey};
+use rulebox::{Bundle, LoadOptions, LoadStep};
+use rulebox_tests::{engine, write_bundle};
+use std::path::Path;
+
+const MANIFEST: &str = "[bundle]\nname = \"s\"\nrevision = \"1\"\n[[rule]]\nname = \"a\"\ncomponent = \"echo.wasm\"\ngrants = [{ dir = \"data\" }]\n";
+
+fn required(keys: &[TrustedKey]) -> LoadOptions {
+    LoadOptions {
+        trusted_keys: keys.to_vec(),
+        require_signature: true,
+        ..Default::default()
+    }
+}
+
+fn signed_dir(key: &SecretKey) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_bundle(dir.path(), MANIFEST);
+    bundle::sign_dir(dir.path(), key, &SourceLimits::default()).unwrap();
+    dir
+}
+
+fn refused(path: &Path, options: &LoadOptions) -> String {
+    let err = Bundle::load(engine(), path, options).unwrap_err();
+    assert_eq!(err.step(), LoadStep::Verify, "{err}");
+    err.to_string()
+}
+
+#[test]
+fn a_signed_bundle_loads_and_records_its_signer() {
+    let key = SecretKey::generate().unwrap();
+    let dir = signed_dir(&key);
+    let b = Bundle::load(engine(), dir.path(), &required(&[key.public()])).unwrap();
+    assert_eq!(b.signed_by(), Some(&key.public()));
+    // Several trusted keys: any one signer is enough.
+    let other = SecretKey::generate().unwrap();
+    Bundle::load(
+        engine(),
+        dir.path(),
+        &required(&[other.public(), key.public()]),
+    )
+    .unwrap();
+}
+
+#[test]
+fn tampering_after_signing_is_refused() {
+    let key = SecretKey::generate().unwrap();
+    let trusted = required(&[key.public()]);
+
+    let dir = signed_dir(&key);
+    std::fs::write(dir.path().join("data/note.txt"), "changed").unwrap();
+    assert!(refused(dir.path(), &trusted).contains("altered after signing"));
+
+    let dir = signed_dir(&key);
+    let manifest = std::fs::read_to_string(dir.path().join("bundle.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("bundle.toml"),
+        manifest.replace("revision = \"1\"", "revision = \"2\""),
+    )
+    .unwrap();
+    assert!(refused(dir.path(), &trusted).contains("altered after signing"));
+
+    let dir = signed_dir(&key);
+    std::fs::write(dir.path().join("data/extra.txt"), "smuggled").unwrap();
+    assert!(refused(dir.path(), &trusted).contains("altered after signing"));
+
+    let dir = signed_dir(&key);
+    std::fs::remove_file(dir.path().join("data/note.txt")).unwrap();
+    assert!(refused(dir.path(), &trusted).contains("altered after signing"));
+}
+
+#[test]
+fn a_wrong_key_or_no_signature_is_refused() {
+    let key = SecretKey::generate().unwrap();
+    let stranger = SecretKey::generate().unwrap();
+    let dir = signed_dir(&stranger);
+    assert!(refused(dir.path(), &required(&[key.public()])).contains("signed by an untrusted key"));
+
+    let unsigned = tempfile::tempdir().unwrap();
+    write_bundle(unsigned.path(), MANIFEST);
+    assert!(
+        refused(unsigned.path(), &required(&[key.public()])).contains("the bundle is not signed")
+    );
+    // Not required and no keys: an unsigned bundle loads.
+    Bundle::load(engine(), unsigned.path(), &LoadOptions::default()).unwrap();
+
+    std::fs::write(
+        unsigned.path().join("bundle.sig"),
+        "[[signature]]\nkey = \"zz\"\nsig = \"zz\"\n",
+    )
+    .unwrap();
+    assert!(refused(unsigned.path(), &required(&[key.public()])).contains("untrusted key"));
+    std::fs::write(unsigned.path().join("bundle.sig"), "garbage = ").unwrap();
+    assert!(refused(unsigned.path(), &required(&[key.public()])).contains("bundle.sig"));
+}
+
+#[test]
+fn a_forged_signature_by_a_trusted_key_id_is_refused() {
+    let key = SecretKey::generate().unwrap();
+    let dir = signed_dir(&key);
+    let sig = std::fs::read_to_string(dir.path().join("bundle.sig")).unwrap();
+    // Flip the first hex digit of the signature, keeping the key.
+    let at = sig.find("sig = \"").unwrap() + 7;
+    let flipped = if &sig[at..at + 1] == "0" { "1" } else { "0" };
+    let forged = format!("{}{flipped}{}", &sig[..at], &sig[at + 1..]);
+    assert_ne!(forged, sig);
+    std::fs::write(dir.path().join("bundle.sig"), forged).unwrap();
+    assert!(refused(dir.path(), &required(&[key.public()])).contains("altered after signing"));
+}
+
+#[test]
+fn a_packed_and_signed_archive_verifies() {
+    let key = SecretKey::generate().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    write_bundle(&tmp.path().join("src"), MANIFEST);
+    let out = tmp.path().join("s.tar.gz");
+    bundle::pack(
+        &tmp.path().join("src"),
+        &out,
+        Some(&key),
+        &SourceLimits::default(),
+    )
+    .unwrap();
+    let b = Bundle::load(engine(), &out, &required(&[key.public()])).unwrap();
+    assert!(b.manifest().rules[0].sha256.is_some());
+    let source = bundle::BundleSource::open(&out, &SourceLimits::default()).unwrap();
+    assert_eq!(
+        bundle::verify(&source, &[key.public()]).unwrap(),
+        key.public()
+    );
+}
+
+#[test]
+fn keys_round_trip_through_their_files() {
+    let key = SecretKey::generate().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("k.key"), key.to_hex()).unwrap();
+    std::fs::write(tmp.path().join("k.pub"), key.public().to_hex() + "\n").unwrap();
+    let again = SecretKey::from_file(&tmp.path().join("k.key")).unwrap();
+    assert_eq!(again.public(), key.public());
+    assert_eq!(
+        TrustedKey::from_file(&tmp.path().join("k.pub")).unwrap(),
+        key.public()
+    );
+    assert!(TrustedKey::from_hex("abc").is_err());
+}
