@@ -218,42 +218,55 @@ impl Bundle {
         self.source.origin()
     }
 
-    /// Evaluates the bundle: independent rules of a layer run concurrently on tokio's
-    /// blocking pool (at most `concurrency` at once), dependents get their upstream decisions.
+    /// Evaluates the bundle: the rules of each dependency layer run concurrently on tokio's
+    /// blocking pool, on at most `concurrency` workers that each take the layer's next rule;
+    /// dependents get their upstream decisions.
     pub async fn evaluate(&self, input: &Input) -> BundleResult {
         let start = Instant::now();
         let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
-        let limit = Arc::new(tokio::sync::Semaphore::new(self.concurrency));
         for layer in &self.layers {
-            let mut tasks = Vec::with_capacity(layer.len());
-            for &i in layer {
-                let rule = self.rules[i].rule.clone();
-                let upstream = self.upstream_of(i, &evals);
-                let input = input.clone();
-                let permit = limit.clone().acquire_owned().await;
-                tasks.push((
-                    i,
+            // One task per worker, not per rule: a rule costs ~10-100 us, about what
+            // handing a task to another thread costs.
+            let jobs: Arc<Vec<(usize, Rule, Vec<Upstream>)>> = Arc::new(
+                layer
+                    .iter()
+                    .map(|&i| (i, self.rules[i].rule.clone(), self.upstream_of(i, &evals)))
+                    .collect(),
+            );
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let workers: Vec<_> = (0..self.concurrency.min(jobs.len()))
+                .map(|_| {
+                    let (jobs, next, input) = (jobs.clone(), next.clone(), input.clone());
                     tokio::task::spawn_blocking(move || {
-                        let _permit = permit;
-                        rule.evaluate_with(&input, &upstream)
-                    }),
-                ));
+                        let mut done = Vec::new();
+                        loop {
+                            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((i, rule, upstream)) = jobs.get(n) else {
+                                return done;
+                            };
+                            done.push((*i, rule.evaluate_with(&input, upstream)));
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                // A worker that panicked (a host bug) loses its rules; they are reported
+                // below as failed rather than taking the evaluation down.
+                for (i, eval) in worker.await.unwrap_or_default() {
+                    evals[i] = Some(eval);
+                }
             }
-            for (i, task) in tasks {
-                let eval = match task.await {
-                    Ok(eval) => eval,
-                    // A panic in the host while evaluating is a host bug; it still must not
-                    // take the other rules down.
-                    Err(e) => Evaluation {
+            for &i in layer {
+                if evals[i].is_none() {
+                    evals[i] = Some(Evaluation {
                         rule: self.rules[i].rule.name().into(),
                         result: Err(EvalError::Trap {
-                            message: format!("host task failed: {e}"),
+                            message: "the host task evaluating this rule failed".into(),
                             detail: None,
                         }),
                         metering: Default::default(),
-                    },
-                };
-                evals[i] = Some(eval);
+                    });
+                }
             }
         }
         self.finish(evals, start)
