@@ -14,6 +14,7 @@ pub use pack::{pack, sign_dir, write_archive};
 pub use signing::{SecretKey, SignatureEntry, SignatureError, SignatureFile, TrustedKey, verify};
 pub use source::{BundleSource, MANIFEST_FILE, SIGNATURE_FILE, SourceError, SourceLimits};
 
+use crate::cache::{ResultCache, RuleCache};
 use crate::config::LimitsOverride;
 use crate::engine::Engine;
 use crate::error::{ErrorKind, EvalError, LoadError};
@@ -97,6 +98,8 @@ pub struct LoadOptions {
     pub source_limits: SourceLimits,
     /// Called after each rule compiles: (done, total, rule name).
     pub progress: Option<Progress>,
+    /// The result cache the bundle's rules use, per their `cache` policies. Default: none.
+    pub cache: Option<Arc<ResultCache>>,
 }
 
 impl std::fmt::Debug for LoadOptions {
@@ -105,12 +108,12 @@ impl std::fmt::Debug for LoadOptions {
             .field("trusted_keys", &self.trusted_keys)
             .field("require_signature", &self.require_signature)
             .field("source_limits", &self.source_limits)
+            .field("cache", &self.cache.is_some())
             .finish_non_exhaustive()
     }
 }
 
 /// One rule of a loaded bundle.
-#[derive(Debug)]
 pub struct BundleRule {
     /// The configured rule.
     pub rule: Rule,
@@ -122,6 +125,35 @@ pub struct BundleRule {
     pub cache: CachePolicy,
     /// Its golden cases.
     pub tests: Vec<TestCase>,
+    /// Its result-cache state, when it is cached.
+    cached: Option<Arc<RuleCache>>,
+}
+
+impl std::fmt::Debug for BundleRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleRule")
+            .field("rule", &self.rule)
+            .field("depends_on", &self.depends_on)
+            .field("on_error", &self.on_error)
+            .field("cache", &self.cache)
+            .field("cached", &self.cached.is_some())
+            .finish()
+    }
+}
+
+impl BundleRule {
+    /// Evaluates the rule, through the result cache when it is cached.
+    pub fn evaluate(&self, input: &Input, upstream: &[Upstream]) -> Evaluation {
+        match &self.cached {
+            Some(cache) => cache.evaluate(&self.rule, input, upstream),
+            None => self.rule.evaluate_with(input, upstream),
+        }
+    }
+
+    /// Whether its results are cached.
+    pub fn is_cached(&self) -> bool {
+        self.cached.is_some()
+    }
 }
 
 /// A verified, compiled bundle, ready to evaluate. Immutable: a new revision is a new
@@ -129,7 +161,7 @@ pub struct BundleRule {
 #[derive(Debug)]
 pub struct Bundle {
     manifest: Manifest,
-    rules: Vec<BundleRule>,
+    rules: Vec<Arc<BundleRule>>,
     layers: Vec<Vec<usize>>,
     concurrency: usize,
     digest: String,
@@ -162,13 +194,26 @@ impl Bundle {
         } else {
             None
         };
-        let rules = compile_rules(engine, &manifest, &source, options)?;
+        let digest = source.digest_hex();
+        let mut rules = compile_rules(engine, &manifest, &source, options)?;
+        if let Some(cache) = &options.cache {
+            for (rule, section) in rules.iter_mut().zip(&manifest.rules) {
+                rule.cached = cache.for_rule(
+                    &manifest.bundle.name,
+                    &digest,
+                    &rule.rule,
+                    rule.cache,
+                    !section.grants.is_empty(),
+                );
+            }
+        }
+        let rules = rules.into_iter().map(Arc::new).collect();
         let concurrency = manifest
             .bundle
             .concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         Ok(Bundle {
-            digest: source.digest_hex(),
+            digest,
             manifest,
             rules,
             layers,
@@ -204,7 +249,7 @@ impl Bundle {
     }
 
     /// The rules, in manifest order.
-    pub fn rules(&self) -> &[BundleRule] {
+    pub fn rules(&self) -> &[Arc<BundleRule>] {
         &self.rules
     }
 
@@ -227,10 +272,10 @@ impl Bundle {
         for layer in &self.layers {
             // One task per worker, not per rule: a rule costs ~10-100 us, about what
             // handing a task to another thread costs.
-            let jobs: Arc<Vec<(usize, Rule, Vec<Upstream>)>> = Arc::new(
+            let jobs: Arc<Vec<Job>> = Arc::new(
                 layer
                     .iter()
-                    .map(|&i| (i, self.rules[i].rule.clone(), self.upstream_of(i, &evals)))
+                    .map(|&i| (i, self.rules[i].clone(), self.upstream_of(i, &evals)))
                     .collect(),
             );
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -244,7 +289,7 @@ impl Bundle {
                             let Some((i, rule, upstream)) = jobs.get(n) else {
                                 return done;
                             };
-                            done.push((*i, rule.evaluate_with(&input, upstream)));
+                            done.push((*i, rule.evaluate(&input, upstream)));
                         }
                     })
                 })
@@ -265,6 +310,8 @@ impl Bundle {
                             detail: None,
                         }),
                         metering: Default::default(),
+                        cached: false,
+                        read_clock: false,
                     });
                 }
             }
@@ -280,7 +327,7 @@ impl Bundle {
         for layer in &self.layers {
             for &i in layer {
                 let upstream = self.upstream_of(i, &evals);
-                evals[i] = Some(self.rules[i].rule.evaluate_with(input, &upstream));
+                evals[i] = Some(self.rules[i].evaluate(input, &upstream));
             }
         }
         self.finish(evals, start)
@@ -423,7 +470,7 @@ fn effective(result: &Result<Decision, EvalError>, on_error: OnError) -> Option<
 /// Combines effective decisions; reasons come from the rules that decided, prefixed by name.
 fn combine(
     how: Combine,
-    rules: &[BundleRule],
+    rules: &[Arc<BundleRule>],
     effects: &[Option<Decision>],
 ) -> (Verdict, Vec<String>) {
     let present = || {
@@ -629,6 +676,7 @@ fn compile_rules(
             on_error: r.on_error.unwrap_or(b.on_error),
             cache: r.cache.or(b.cache),
             tests: r.tests.clone(),
+            cached: None,
         });
     }
     Ok(rules)
@@ -642,6 +690,9 @@ fn merge_limits(bundle: &LimitsOverride, rule: &LimitsOverride) -> LimitsOverrid
         output_bytes: rule.output_bytes.or(bundle.output_bytes),
     }
 }
+
+/// One rule of a layer, ready to run on a worker: its index, the rule, its upstream.
+type Job = (usize, Arc<BundleRule>, Vec<Upstream>);
 
 /// The result of evaluating a bundle.
 #[derive(Clone, Debug)]

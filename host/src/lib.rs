@@ -38,6 +38,7 @@
 mod artifacts;
 mod bindings;
 pub mod bundle;
+mod cache;
 mod config;
 mod engine;
 mod error;
@@ -48,6 +49,7 @@ mod sandbox;
 
 pub use artifacts::ArtifactStats;
 pub use bundle::{Bundle, BundleError, BundleResult, LoadOptions, LoadStep};
+pub use cache::{CacheConfig, CacheConfigError, CacheStats, L2Stats, ResultCache, RuleCacheStats};
 pub use config::{EngineConfig, Limits, LimitsOverride};
 pub use engine::{Engine, RulePre};
 pub use error::{ConfigError, ErrorKind, EvalError, InputError, LoadError};

@@ -10,6 +10,7 @@ use crate::sandbox::{Capture, Limiter, RuleLog, StoreState, truncate};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap};
@@ -134,8 +135,13 @@ pub struct Evaluation {
     pub rule: Arc<str>,
     /// The decision, or why there is none.
     pub result: Result<Decision, EvalError>,
-    /// What it cost.
+    /// What it cost (for a cached result: what serving it cost, no fuel).
     pub metering: Metering,
+    /// Whether this result was served from the result cache.
+    pub cached: bool,
+    /// Whether the rule read a clock: its result then depends on more than its inputs and
+    /// is never cached.
+    pub read_clock: bool,
 }
 
 impl Evaluation {
@@ -145,6 +151,7 @@ impl Evaluation {
         let mut obj = serde_json::json!({
             "rule": &*self.rule,
             "ok": self.result.is_ok(),
+            "cached": self.cached,
             "metering": self.metering,
         });
         match &self.result {
@@ -354,7 +361,8 @@ impl Rule {
         );
         let _enter = span.enter();
         let start = Instant::now();
-        let (result, fuel, memory_peak) = self.run(input, upstream);
+        let read_clock = Arc::new(AtomicBool::new(false));
+        let (result, fuel, memory_peak) = self.run(input, upstream, &read_clock);
         let metering = Metering {
             fuel,
             wall_us: start.elapsed().as_micros() as u64,
@@ -370,6 +378,8 @@ impl Rule {
             rule: rule.name.clone(),
             result,
             metering,
+            cached: false,
+            read_clock: read_clock.load(Ordering::Relaxed),
         }
     }
 
@@ -377,6 +387,7 @@ impl Rule {
         &self,
         input: &Input,
         upstream: &[Upstream],
+        read_clock: &Arc<AtomicBool>,
     ) -> (Result<Decision, EvalError>, u64, usize) {
         let rule = &*self.inner;
         let limits = rule.limits;
@@ -388,6 +399,8 @@ impl Rule {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
+            .wall_clock(WatchedClock(read_clock.clone()))
+            .monotonic_clock(WatchedClock(read_clock.clone()))
             .allow_blocking_current_thread(true);
         for g in &rule.grants {
             if let Err(e) = wasi.preopened_dir(&g.host, &g.guest, FsPerms::ReadOnly) {
@@ -443,6 +456,32 @@ impl Rule {
             Err(e) => Err(classify(e, &state, &limits, &stderr)),
         };
         (result, fuel, state.limiter.peak)
+    }
+}
+
+/// The host's clocks, noting that the rule read one (so its result is not cached).
+struct WatchedClock(Arc<AtomicBool>);
+
+impl wasmtime_wasi::HostWallClock for WatchedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+    fn now(&self) -> Duration {
+        self.0.store(true, Ordering::Relaxed);
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for WatchedClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        self.0.store(true, Ordering::Relaxed);
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
     }
 }
 

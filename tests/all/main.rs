@@ -2,6 +2,7 @@
 
 mod artifacts;
 mod bundles;
+mod caching;
 mod examples;
 mod hostile;
 mod hotload;

@@ -1,0 +1,412 @@
+//! Result caching: keying per strategy, TTL, the byte budget, what is never cached,
+//! invalidation, the adaptive strategy, and the shared Redis L2 (a real redis-server).
+
+use rulebox::{Bundle, CacheConfig, ErrorKind, Input, LoadOptions, ResultCache};
+use rulebox_tests::{RedisServer, engine, temp_bundle};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn cache(config: CacheConfig) -> Arc<ResultCache> {
+    Arc::new(ResultCache::new(config).unwrap())
+}
+
+fn load(dir: &std::path::Path, cache: &Arc<ResultCache>) -> Bundle {
+    let options = LoadOptions {
+        cache: Some(cache.clone()),
+        ..Default::default()
+    };
+    Bundle::load(engine(), dir, &options).unwrap()
+}
+
+fn input(v: serde_json::Value) -> Input {
+    Input::from_value(v).unwrap()
+}
+
+/// A bundle `name` with one echo rule `r` (reads `order.amount`) under `cache_policy`.
+fn one_rule(name: &str, settings: &str, cache_policy: &str) -> tempfile::TempDir {
+    temp_bundle(&format!(
+        "[bundle]\nname = \"{name}\"\nrevision = \"1\"\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nreads = [\"order.amount\"]\nsettings = {settings}\ncache = {cache_policy}\n"
+    ))
+}
+
+/// Whether each evaluation of `docs` in turn was served from the cache.
+fn served(bundle: &Bundle, docs: &[serde_json::Value]) -> Vec<bool> {
+    docs.iter()
+        .map(|d| bundle.evaluate_sequential(&input(d.clone())).rules[0].cached)
+        .collect()
+}
+
+#[test]
+fn intelligent_keys_on_what_the_rule_reads_and_basic_on_everything() {
+    let c = cache(CacheConfig::default());
+    let a = json!({"order": {"amount": 10}, "customer": {"name": "ann"}});
+    let unread_changed = json!({"order": {"amount": 10}, "customer": {"name": "bob"}});
+    let read_changed = json!({"order": {"amount": 11}, "customer": {"name": "bob"}});
+
+    let dir = one_rule("intel", "{}", "{ strategy = \"intelligent\" }");
+    let b = load(dir.path(), &c);
+    assert_eq!(
+        served(
+            &b,
+            &[
+                a.clone(),
+                unread_changed.clone(),
+                read_changed.clone(),
+                a.clone()
+            ]
+        ),
+        [false, true, false, true]
+    );
+
+    let dir = one_rule("basic", "{}", "{ strategy = \"basic\" }");
+    let b = load(dir.path(), &c);
+    assert_eq!(
+        served(&b, &[a.clone(), unread_changed.clone(), a.clone()]),
+        [false, false, true]
+    );
+
+    // The cached result is the rule's own answer, marked cached, and costs no fuel.
+    let b = load(
+        one_rule("intel", "{}", "{ strategy = \"intelligent\" }").path(),
+        &c,
+    );
+    let fresh = b.evaluate_sequential(&input(json!({"order": {"amount": 77}})));
+    let again = b.evaluate_sequential(&input(json!({"order": {"amount": 77}})));
+    assert!(!fresh.rules[0].cached && again.rules[0].cached);
+    assert_eq!(fresh.rules[0].result, again.rules[0].result);
+    assert_eq!(again.rules[0].metering.fuel, 0);
+    assert_eq!(again.to_json()["rules"][0]["cached"], true);
+
+    let stats = c.stats();
+    assert!(stats.hits >= 4 && stats.misses >= 4, "{stats:?}");
+}
+
+#[test]
+fn settings_component_and_upstream_changes_all_miss() {
+    let c = cache(CacheConfig::default());
+    let doc = json!({"order": {"amount": 5}, "x": 1});
+    let b1 = load(one_rule("k", "{ tag = \"one\" }", "{}").path(), &c);
+    assert_eq!(served(&b1, &[doc.clone(), doc.clone()]), [false, true]);
+    // Another revision with other settings: a miss.
+    let b2 = load(one_rule("k", "{ tag = \"two\" }", "{}").path(), &c);
+    assert_eq!(served(&b2, &[doc.clone()]), [false]);
+    // Another revision with the same settings and component: a hit (same answer).
+    let b3 = load(one_rule("k", "{ tag = \"one\" }", "{}").path(), &c);
+    assert_eq!(served(&b3, &[doc.clone()]), [true]);
+    // Another component (one byte of custom section more): a miss.
+    let dir = one_rule("k", "{ tag = \"one\" }", "{}");
+    let mut bytes = std::fs::read(dir.path().join("echo.wasm")).unwrap();
+    bytes.extend_from_slice(&[0, 2, 1, b'x']);
+    std::fs::write(dir.path().join("echo.wasm"), bytes).unwrap();
+    assert_eq!(served(&load(dir.path(), &c), &[doc.clone()]), [false]);
+
+    // A dependent reading only order.amount still misses when its upstream decides otherwise.
+    let dir = temp_bundle(
+        "[bundle]\nname = \"up\"\nrevision = \"1\"\n\
+         [[rule]]\nname = \"up\"\ncomponent = \"echo.wasm\"\nreads = [\"x\"]\ncache = { strategy = \"none\" }\n\
+         [[rule]]\nname = \"down\"\ncomponent = \"echo.wasm\"\nreads = [\"order.amount\"]\ndepends_on = [\"up\"]\n",
+    );
+    let b = load(dir.path(), &c);
+    let down = |x: i64| {
+        b.evaluate_sequential(&input(json!({"order": {"amount": 1}, "x": x})))
+            .rule("down")
+            .unwrap()
+            .cached
+    };
+    assert_eq!(
+        [down(1), down(1), down(2), down(2), down(1)],
+        [false, true, false, true, true]
+    );
+}
+
+#[test]
+fn entries_expire_after_their_ttl() {
+    let c = cache(CacheConfig::default());
+    let b = load(one_rule("ttl", "{}", "{ ttl_ms = 60 }").path(), &c);
+    let doc = json!({"order": {"amount": 1}});
+    assert_eq!(served(&b, &[doc.clone(), doc.clone()]), [false, true]);
+    std::thread::sleep(Duration::from_millis(90));
+    assert_eq!(served(&b, &[doc.clone(), doc.clone()]), [false, true]);
+}
+
+#[test]
+fn the_byte_budget_holds_under_a_flood_of_large_results() {
+    let budget = 256 << 10;
+    let c = cache(CacheConfig {
+        memory_bytes: budget,
+        ..Default::default()
+    });
+    let b = load(
+        one_rule("flood", "{}", "{ max_entry_bytes = 100000 }").path(),
+        &c,
+    );
+    let big = "x".repeat(4000);
+    for i in 0..1000 {
+        // Each result echoes its ~4 KB input fact.
+        let r = b.evaluate_sequential(&input(json!({"order": {"amount": format!("{i}{big}")}})));
+        assert!(r.rules[0].result.is_ok());
+    }
+    let stats = c.stats();
+    assert!(
+        stats.bytes <= budget,
+        "{} bytes over a budget of {budget}",
+        stats.bytes
+    );
+    assert!(stats.evictions > 500, "{stats:?}");
+    assert!(
+        stats.entries > 10,
+        "the cache still holds entries: {stats:?}"
+    );
+
+    // Results over max_entry_bytes are not stored at all.
+    let small = load(
+        one_rule("small", "{}", "{ max_entry_bytes = 1000 }").path(),
+        &c,
+    );
+    let doc = json!({"order": {"amount": big}});
+    assert_eq!(served(&small, &[doc.clone(), doc.clone()]), [false, false]);
+}
+
+#[test]
+fn limit_errors_traps_and_clock_readers_are_never_cached() {
+    let c = cache(CacheConfig::default());
+    let doc = json!({"order": {"amount": 1}});
+    let slow = load(one_rule("slow", "{ work = 100000000000 }", "{}").path(), &c);
+    let dir = temp_bundle(
+        "[bundle]\nname = \"slow2\"\nrevision = \"1\"\nlimits = { timeout_ms = 20, fuel = 9000000000 }\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nreads = [\"order.amount\"]\nsettings = { work = 100000000000 }\n",
+    );
+    let timed = load(dir.path(), &c);
+    for _ in 0..2 {
+        let r = timed.evaluate_sequential(&input(doc.clone()));
+        assert_eq!(
+            r.rules[0].result.as_ref().unwrap_err().kind(),
+            ErrorKind::Timeout
+        );
+        assert!(!r.rules[0].cached);
+    }
+    drop(slow);
+    let panics = load(one_rule("panics", "{ fail = \"panic\" }", "{}").path(), &c);
+    assert_eq!(served(&panics, &[doc.clone(), doc.clone()]), [false, false]);
+    let clock = load(one_rule("clock", "{ read_clock = true }", "{}").path(), &c);
+    let r = clock.evaluate_sequential(&input(doc.clone()));
+    assert!(r.rules[0].read_clock && r.rules[0].result.is_ok());
+    assert_eq!(served(&clock, &[doc.clone()]), [false]);
+    // The rule's own errors are deterministic: cached.
+    let fails = load(
+        one_rule("fails", "{ fail = \"invalid-input\" }", "{}").path(),
+        &c,
+    );
+    assert_eq!(served(&fails, &[doc.clone(), doc.clone()]), [false, true]);
+    let stats = c.stats();
+    let not_stored: u64 = stats
+        .rules
+        .iter()
+        .filter(|r| ["slow2", "panics", "clock"].contains(&r.bundle.as_str()))
+        .map(|r| r.not_stored)
+        .sum();
+    assert_eq!(not_stored, 2 + 2 + 2);
+}
+
+#[test]
+fn rules_with_grants_are_cached_only_when_asked() {
+    let c = cache(CacheConfig::default());
+    let doc = json!({"order": {"amount": 1}});
+    let m = |policy: &str| {
+        format!(
+            "[bundle]\nname = \"g\"\nrevision = \"1\"\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nreads = [\"order.amount\"]\ngrants = [{{ dir = \"data\" }}]\n{policy}\n"
+        )
+    };
+    let (plain, explicit) = (
+        temp_bundle(&m("")),
+        temp_bundle(&m("cache = { strategy = \"intelligent\" }")),
+    );
+    let b = load(plain.path(), &c);
+    assert!(!b.rules()[0].is_cached());
+    assert_eq!(served(&b, &[doc.clone(), doc.clone()]), [false, false]);
+    let b = load(explicit.path(), &c);
+    assert_eq!(
+        served(&b, &[doc.clone(), doc.clone()]),
+        [false, true],
+        "{:?}",
+        c.stats().rules
+    );
+    // Opting out works for any rule.
+    let b = load(one_rule("off", "{}", "{ strategy = \"none\" }").path(), &c);
+    assert!(!b.rules()[0].is_cached());
+}
+
+#[test]
+fn invalidation_by_rule_bundle_and_all() {
+    let c = cache(CacheConfig::default());
+    let doc = json!({"order": {"amount": 1}});
+    let a = load(one_rule("inv-a", "{}", "{}").path(), &c);
+    let b = load(one_rule("inv-b", "{}", "{}").path(), &c);
+    served(&a, &[doc.clone()]);
+    served(&b, &[doc.clone()]);
+    c.invalidate_rule("inv-a", "r");
+    assert_eq!(
+        (served(&a, &[doc.clone()]), served(&b, &[doc.clone()])),
+        (vec![false], vec![true])
+    );
+    c.invalidate_bundle("inv-b");
+    assert_eq!(
+        (served(&a, &[doc.clone()]), served(&b, &[doc.clone()])),
+        (vec![true], vec![false])
+    );
+    c.invalidate_all();
+    assert_eq!(
+        (served(&a, &[doc.clone()]), served(&b, &[doc.clone()])),
+        (vec![false], vec![false])
+    );
+    // A revision loaded after invalidation does not revive old entries either.
+    served(&a, &[doc.clone()]);
+    c.invalidate_bundle("inv-a");
+    let a2 = load(one_rule("inv-a", "{}", "{}").path(), &c);
+    assert_eq!(served(&a2, &[doc.clone()]), [false]);
+}
+
+#[test]
+fn adaptive_turns_caching_off_when_it_does_not_pay_and_tunes_ttl_when_it_does() {
+    let c = cache(CacheConfig {
+        adaptive_window: 32,
+        ..Default::default()
+    });
+    let unique = load(
+        one_rule("unique", "{}", "{ strategy = \"adaptive\" }").path(),
+        &c,
+    );
+    for i in 0..64 {
+        unique.evaluate_sequential(&input(json!({"order": {"amount": i}})));
+    }
+    let repeated = load(
+        one_rule(
+            "repeated",
+            "{}",
+            "{ strategy = \"adaptive\", ttl_ms = 1000 }",
+        )
+        .path(),
+        &c,
+    );
+    for i in 0..64 {
+        repeated.evaluate_sequential(&input(json!({"order": {"amount": i % 2}})));
+    }
+    let stats = c.stats();
+    let rule = |b: &str| stats.rules.iter().find(|r| r.bundle == b).unwrap().clone();
+    let u = rule("unique");
+    assert!(!u.using_l1, "{u:?}");
+    assert!(
+        u.adaptive_decision
+            .as_deref()
+            .unwrap()
+            .starts_with("caching off: hit rate 0%"),
+        "{u:?}"
+    );
+    let r = rule("repeated");
+    assert!(r.using_l1 && r.hit_rate > 0.9, "{r:?}");
+    assert!(r.ttl_ms > 1000, "ttl raised for a hot rule: {r:?}");
+    assert!(
+        r.adaptive_decision
+            .as_deref()
+            .unwrap()
+            .starts_with("caching on"),
+        "{r:?}"
+    );
+    assert!(r.eval_cost_ns > r.lookup_cost_ns, "{r:?}");
+}
+
+#[test]
+fn bad_cache_config_is_named() {
+    let err = ResultCache::new(CacheConfig {
+        memory_bytes: 10,
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
+    assert_eq!(err.field, "memory_bytes");
+    let err = ResultCache::new(CacheConfig {
+        redis_url: Some("http://nope".into()),
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
+    assert_eq!(err.field, "redis_url");
+}
+
+fn l2_cache(redis: &RedisServer) -> Arc<ResultCache> {
+    cache(CacheConfig {
+        redis_url: Some(redis.url()),
+        breaker_open_ms: 300,
+        ..Default::default()
+    })
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..250 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn l2_is_shared_between_hosts_and_survives_redis_dying() {
+    let mut redis = RedisServer::start();
+    let dir = one_rule("shared", "{ tag = \"s\" }", "{}");
+    let (host_a, host_b) = (l2_cache(&redis), l2_cache(&redis));
+    let (a, b) = (load(dir.path(), &host_a), load(dir.path(), &host_b));
+    let doc = json!({"order": {"amount": 42}});
+
+    let first = a.evaluate_sequential(&input(doc.clone()));
+    assert!(!first.rules[0].cached);
+    wait_until("the write-behind to reach redis", || {
+        redis.cli(&["DBSIZE"]).trim() == "1"
+    });
+    let key = redis.cli(&["KEYS", "*"]);
+    assert!(key.starts_with("rulebox:v1:shared/r:"), "{key}");
+    let second = b.evaluate_sequential(&input(doc.clone()));
+    assert!(second.rules[0].cached, "host B got host A's result");
+    assert_eq!(second.rules[0].result, first.rules[0].result);
+    assert_eq!(host_b.stats().l2_hits, 1);
+
+    // Garbage in Redis is a counted miss, never an answer.
+    redis.cli(&["SET", key.trim(), "garbage"]);
+    let c = l2_cache(&redis);
+    let r = load(dir.path(), &c).evaluate_sequential(&input(doc.clone()));
+    assert!(!r.rules[0].cached && r.rules[0].result.is_ok());
+    assert_eq!(c.stats().l2.unwrap().garbage, 1);
+
+    // Redis dies: evaluations keep succeeding, errors are counted, the breaker opens.
+    redis.kill();
+    for i in 0..20 {
+        let r = a.evaluate_sequential(&input(json!({"order": {"amount": 1000 + i}})));
+        assert!(r.rules[0].result.is_ok());
+    }
+    let l2 = host_a.stats().l2.unwrap();
+    assert!(l2.errors >= 3, "{l2:?}");
+    assert_eq!(l2.breaker, "open");
+    assert!(l2.breaker_opened >= 1);
+
+    // Redis is back: after the open period the breaker lets requests through and closes.
+    redis.restart();
+    wait_until("the breaker to close", || {
+        a.evaluate_sequential(&input(json!({"order": {"amount": 7}})));
+        host_a.stats().l2.unwrap().breaker == "closed"
+    });
+    let errors = host_a.stats().l2.unwrap().errors;
+    let fresh = json!({"order": {"amount": 9999}});
+    a.evaluate_sequential(&input(fresh.clone()));
+    wait_until("writes to resume", || redis.cli(&["DBSIZE"]).trim() != "0");
+    assert!(b.evaluate_sequential(&input(fresh)).rules[0].cached);
+    assert_eq!(
+        host_a.stats().l2.unwrap().errors,
+        errors,
+        "no errors once Redis is back"
+    );
+
+    // Invalidation reaches L2.
+    host_a.invalidate_bundle("shared");
+    assert_eq!(redis.cli(&["DBSIZE"]).trim(), "0");
+}
