@@ -90,16 +90,19 @@ fn settings_component_and_upstream_changes_all_miss() {
     assert_eq!(served(&b1, &[doc.clone(), doc.clone()]), [false, true]);
     // Another revision with other settings: a miss.
     let b2 = load(one_rule("k", "{ tag = \"two\" }", "{}").path(), &c);
-    assert_eq!(served(&b2, &[doc.clone()]), [false]);
+    assert_eq!(served(&b2, std::slice::from_ref(&doc)), [false]);
     // Another revision with the same settings and component: a hit (same answer).
     let b3 = load(one_rule("k", "{ tag = \"one\" }", "{}").path(), &c);
-    assert_eq!(served(&b3, &[doc.clone()]), [true]);
+    assert_eq!(served(&b3, std::slice::from_ref(&doc)), [true]);
     // Another component (one byte of custom section more): a miss.
     let dir = one_rule("k", "{ tag = \"one\" }", "{}");
     let mut bytes = std::fs::read(dir.path().join("echo.wasm")).unwrap();
     bytes.extend_from_slice(&[0, 2, 1, b'x']);
     std::fs::write(dir.path().join("echo.wasm"), bytes).unwrap();
-    assert_eq!(served(&load(dir.path(), &c), &[doc.clone()]), [false]);
+    assert_eq!(
+        served(&load(dir.path(), &c), std::slice::from_ref(&doc)),
+        [false]
+    );
 
     // A dependent reading only order.amount still misses when its upstream decides otherwise.
     let dir = temp_bundle(
@@ -191,7 +194,7 @@ fn limit_errors_traps_and_clock_readers_are_never_cached() {
     let clock = load(one_rule("clock", "{ read_clock = true }", "{}").path(), &c);
     let r = clock.evaluate_sequential(&input(doc.clone()));
     assert!(r.rules[0].read_clock && r.rules[0].result.is_ok());
-    assert_eq!(served(&clock, &[doc.clone()]), [false]);
+    assert_eq!(served(&clock, std::slice::from_ref(&doc)), [false]);
     // The rule's own errors are deterministic: cached.
     let fails = load(
         one_rule("fails", "{ fail = \"invalid-input\" }", "{}").path(),
@@ -242,28 +245,37 @@ fn invalidation_by_rule_bundle_and_all() {
     let doc = json!({"order": {"amount": 1}});
     let a = load(one_rule("inv-a", "{}", "{}").path(), &c);
     let b = load(one_rule("inv-b", "{}", "{}").path(), &c);
-    served(&a, &[doc.clone()]);
-    served(&b, &[doc.clone()]);
+    served(&a, std::slice::from_ref(&doc));
+    served(&b, std::slice::from_ref(&doc));
     c.invalidate_rule("inv-a", "r");
     assert_eq!(
-        (served(&a, &[doc.clone()]), served(&b, &[doc.clone()])),
+        (
+            served(&a, std::slice::from_ref(&doc)),
+            served(&b, std::slice::from_ref(&doc))
+        ),
         (vec![false], vec![true])
     );
     c.invalidate_bundle("inv-b");
     assert_eq!(
-        (served(&a, &[doc.clone()]), served(&b, &[doc.clone()])),
+        (
+            served(&a, std::slice::from_ref(&doc)),
+            served(&b, std::slice::from_ref(&doc))
+        ),
         (vec![true], vec![false])
     );
     c.invalidate_all();
     assert_eq!(
-        (served(&a, &[doc.clone()]), served(&b, &[doc.clone()])),
+        (
+            served(&a, std::slice::from_ref(&doc)),
+            served(&b, std::slice::from_ref(&doc))
+        ),
         (vec![false], vec![false])
     );
     // A revision loaded after invalidation does not revive old entries either.
-    served(&a, &[doc.clone()]);
+    served(&a, std::slice::from_ref(&doc));
     c.invalidate_bundle("inv-a");
     let a2 = load(one_rule("inv-a", "{}", "{}").path(), &c);
-    assert_eq!(served(&a2, &[doc.clone()]), [false]);
+    assert_eq!(served(&a2, std::slice::from_ref(&doc)), [false]);
 }
 
 #[test]
