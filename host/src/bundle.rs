@@ -204,6 +204,7 @@ impl Bundle {
                     &rule.rule,
                     rule.cache,
                     !section.grants.is_empty(),
+                    section.cache.strategy.is_some(),
                 );
             }
         }

@@ -246,11 +246,17 @@ impl ResultCache {
         rule: &Rule,
         policy: CachePolicy,
         has_grants: bool,
+        rule_sets_strategy: bool,
     ) -> Option<Arc<RuleCache>> {
-        let strategy = match (policy.strategy, has_grants) {
-            (Some(CacheStrategy::None), _) | (None, true) => return None,
-            (Some(s), _) => s,
-            (None, false) => CacheStrategy::Intelligent,
+        // A rule that reads data files is cached only when its own `cache` table asks: a
+        // bundle-wide default must not silently cover data that can change under it.
+        if has_grants && !rule_sets_strategy {
+            return None;
+        }
+        let strategy = match policy.strategy {
+            Some(CacheStrategy::None) => return None,
+            Some(s) => s,
+            None => CacheStrategy::Intelligent,
         };
         let mut prefix = Sha256::new();
         prefix.update(FORMAT_VERSION.to_le_bytes());
@@ -298,6 +304,8 @@ impl ResultCache {
 
     /// Forgets every entry (L1, and L2 when configured).
     pub fn invalidate_all(&self) {
+        // Writes queued before the invalidation must not land after it.
+        self.flush(Duration::from_secs(1));
         self.global_generation.fetch_add(1, Ordering::SeqCst);
         self.l1.clear();
         if let Some(l2) = &self.l2 {
@@ -307,6 +315,8 @@ impl ResultCache {
 
     /// Forgets the entries of every revision of bundle `name`.
     pub fn invalidate_bundle(&self, name: &str) {
+        // Writes queued before the invalidation must not land after it.
+        self.flush(Duration::from_secs(1));
         self.generation(name, "").fetch_add(1, Ordering::SeqCst);
         if let Some(l2) = &self.l2 {
             l2.delete_matching(&format!(
@@ -318,6 +328,8 @@ impl ResultCache {
 
     /// Forgets the entries of rule `rule` of bundle `bundle`.
     pub fn invalidate_rule(&self, bundle: &str, rule: &str) {
+        // Writes queued before the invalidation must not land after it.
+        self.flush(Duration::from_secs(1));
         self.generation(bundle, rule).fetch_add(1, Ordering::SeqCst);
         if let Some(l2) = &self.l2 {
             l2.delete_matching(&format!(
@@ -326,6 +338,20 @@ impl ResultCache {
                 glob_escape(rule)
             ));
         }
+    }
+
+    /// Waits (up to `timeout`) until queued L2 writes are done; true if they are. A
+    /// short-lived process calls this before exiting so its results reach Redis.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let Some(l2) = &self.l2 else { return true };
+        let deadline = Instant::now() + timeout;
+        while l2.pending.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Totals and per-rule counters.
@@ -829,6 +855,8 @@ struct L2 {
     garbage: AtomicU64,
     dropped: Arc<AtomicU64>,
     writes: std::sync::mpsc::SyncSender<(String, Vec<u8>, u64)>,
+    /// Writes queued and not yet done, for `flush`.
+    pending: Arc<AtomicU64>,
 }
 
 impl L2 {
@@ -845,20 +873,23 @@ impl L2 {
         });
         let errors = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
+        let pending = Arc::new(AtomicU64::new(0));
         // Writes go behind the request: a slow Redis never slows a miss down.
         let (writes, rx) = std::sync::mpsc::sync_channel::<(String, Vec<u8>, u64)>(1024);
         {
-            let (client, breaker, errors, dropped) = (
+            let (client, breaker, errors, dropped, pending) = (
                 client.clone(),
                 breaker.clone(),
                 errors.clone(),
                 dropped.clone(),
+                pending.clone(),
             );
             std::thread::Builder::new()
                 .name("rulebox-l2-writer".into())
                 .spawn(move || {
                     let mut conn: Option<redis::Connection> = None;
                     for (key, bytes, ttl) in rx {
+                        let _done = Done(&pending);
                         if !breaker.allow() {
                             dropped.fetch_add(1, Ordering::Relaxed);
                             continue;
@@ -893,6 +924,7 @@ impl L2 {
             garbage: AtomicU64::new(0),
             dropped,
             writes,
+            pending,
         })
     }
 
@@ -934,7 +966,9 @@ impl L2 {
     }
 
     fn put(&self, key: String, bytes: Vec<u8>, ttl_ms: u64) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
         if self.writes.try_send((key, bytes, ttl_ms)).is_err() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -970,6 +1004,14 @@ impl L2 {
             breaker: self.breaker.state(),
             breaker_opened: self.breaker.opened.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Counts a queued write as done when dropped, however its handling ends.
+struct Done<'a>(&'a AtomicU64);
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

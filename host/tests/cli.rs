@@ -394,3 +394,69 @@ fn keygen_pack_sign_verify_inspect() {
     );
     assert_eq!(out["rules"][0]["limits"]["timeout_ms"], 50);
 }
+
+#[test]
+fn eval_with_a_shared_cache_and_invalidate_it() {
+    let redis = rulebox_tests::RedisServer::start();
+    let url = redis.url();
+    let eval = || {
+        rulebox(
+            &[
+                "--no-cache",
+                "eval",
+                "--bundle",
+                &payments(),
+                "--input",
+                &order(),
+                "--redis",
+                &url,
+            ],
+            None,
+        )
+    };
+    let (code, first, err) = eval();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        first["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["cached"] == false)
+    );
+    // sanctions has a grant: not cached by default; the other two are.
+    assert_eq!(redis.cli(&["DBSIZE"]).trim(), "2");
+    let (_, second, _) = eval();
+    let cached: Vec<bool> = second["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["cached"].as_bool().unwrap())
+        .collect();
+    assert_eq!(cached, [true, false, true]);
+    assert_eq!(second["verdict"], first["verdict"]);
+
+    let (code, _, err) = rulebox(
+        &[
+            "cache",
+            "invalidate",
+            "--redis",
+            &url,
+            "--bundle",
+            "payments",
+            "--rule",
+            "risk",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(redis.cli(&["DBSIZE"]).trim(), "1");
+    let (code, _, _) = rulebox(&["cache", "invalidate", "--redis", &url], None);
+    assert_eq!(code, 0);
+    assert_eq!(redis.cli(&["DBSIZE"]).trim(), "0");
+    let (code, _, err) = rulebox(
+        &["cache", "invalidate", "--redis", "redis://127.0.0.1:1/0"],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("redis did not answer"), "{err}");
+}

@@ -4,12 +4,14 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use rulebox::bundle::{self, BundleSource, SecretKey, SourceLimits, TrustedKey};
 use rulebox::{
-    Bundle, BundleError, Engine, EngineConfig, Grant, Input, LimitsOverride, LoadOptions, Rule,
+    Bundle, BundleError, CacheConfig, Engine, EngineConfig, Grant, Input, LimitsOverride,
+    LoadOptions, ResultCache, Rule,
 };
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
 /// Runs business and policy rules as sandboxed, metered WebAssembly components.
@@ -47,6 +49,26 @@ enum Command {
     /// Creates, packs, signs, verifies and inspects bundles.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Manages the shared (Redis) result cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Deletes cached results from the shared Redis cache: all of them, one bundle's, or one
+    /// rule's. Hosts' in-process caches expire by their TTL (or use the library API).
+    Invalidate {
+        /// The Redis URL (`redis://127.0.0.1:6379/0`).
+        #[arg(long, env = "RULEBOX_REDIS_URL")]
+        redis: String,
+        /// Only this bundle's results.
+        #[arg(long)]
+        bundle: Option<String>,
+        /// Only this rule's results (needs --bundle).
+        #[arg(long, requires = "bundle")]
+        rule: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +120,9 @@ struct BundleLoadArgs {
     /// Refuse bundles without a valid signature by a trusted key.
     #[arg(long)]
     require_signature: bool,
+    /// Use this Redis as the shared result cache (per the bundle's cache policies).
+    #[arg(long, env = "RULEBOX_REDIS_URL")]
+    redis: Option<String>,
 }
 
 #[derive(Args)]
@@ -214,7 +239,8 @@ fn run(command: Command, cache_dir: Option<PathBuf>) -> Result<ExitCode> {
         }) => {
             let input = read_input(&rule_args.input)?;
             let engine = engine()?;
-            let bundle = match Bundle::load(&engine, &path, &load_options(&load)?) {
+            let options = load_options(&load)?;
+            let bundle = match Bundle::load(&engine, &path, &options) {
                 Ok(b) => b,
                 Err(e) => {
                     println!("{}", bundle_error_json(&path, &e));
@@ -223,6 +249,11 @@ fn run(command: Command, cache_dir: Option<PathBuf>) -> Result<ExitCode> {
             };
             let result = runtime()?.block_on(bundle.evaluate(&input));
             println!("{}", serde_json::to_string_pretty(&result.to_json())?);
+            if let Some(cache) = &options.cache
+                && !cache.flush(Duration::from_secs(1))
+            {
+                tracing::warn!("some results did not reach the shared cache before exit");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Test(args) => {
@@ -254,6 +285,31 @@ fn run(command: Command, cache_dir: Option<PathBuf>) -> Result<ExitCode> {
             Ok(ExitCode::from(if failed == 0 { 0 } else { 1 }))
         }
         Command::Bundle(cmd) => bundle_command(cmd, engine),
+        Command::Cache(CacheCommand::Invalidate {
+            redis,
+            bundle,
+            rule,
+        }) => {
+            let cache = ResultCache::new(CacheConfig {
+                redis_url: Some(redis),
+                redis_timeout_ms: 2000,
+                ..CacheConfig::default()
+            })?;
+            match (&bundle, &rule) {
+                (Some(b), Some(r)) => cache.invalidate_rule(b, r),
+                (Some(b), None) => cache.invalidate_bundle(b),
+                _ => cache.invalidate_all(),
+            }
+            let l2 = cache.stats().l2.expect("configured");
+            if l2.errors > 0 {
+                anyhow::bail!("redis did not answer; nothing was invalidated");
+            }
+            println!(
+                "{}",
+                serde_json::json!({"invalidated": {"bundle": bundle, "rule": rule}})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Eval(args) => {
             let (engine, rule_args) = (engine()?, &args.rule);
             let input = read_input(&rule_args.input)?;
@@ -327,10 +383,18 @@ fn load_options(args: &BundleLoadArgs) -> Result<LoadOptions> {
     } else {
         None
     };
+    let cache = match &args.redis {
+        None => None,
+        Some(url) => Some(Arc::new(ResultCache::new(CacheConfig {
+            redis_url: Some(url.clone()),
+            ..CacheConfig::default()
+        })?)),
+    };
     Ok(LoadOptions {
         trusted_keys,
         require_signature: args.require_signature,
         progress,
+        cache,
         ..LoadOptions::default()
     })
 }
