@@ -26,8 +26,18 @@
 //! }
 //! ```
 //!
+//! Rules ship in [bundles](bundle): a manifest, components and data, verified (digests,
+//! ed25519 signatures), compiled once (in memory and on disk), evaluated as a dependency
+//! graph and combined into one verdict. A [`Registry`] holds bundles by name and swaps in new
+//! revisions atomically, keeping the last good one when a load fails. A [`ResultCache`]
+//! serves repeated evaluations from memory or a shared Redis.
+//!
 //! # Layout
 //! - `engine`: the shared wasmtime engine and compiled rules ([`Engine`], [`RulePre`]).
+//! - `artifacts`: the compiled-component cache (memory and checksummed disk entries).
+//! - `bundle`: manifests, archives, signatures, dependency layers, combination.
+//! - `registry`: bundles by name, hot-loading, rollback, a watched directory.
+//! - `cache`: the result cache (strategies, L1, Redis L2, stats).
 //! - `rule`: configured rules and evaluation ([`Rule`], [`Decision`], [`Evaluation`]).
 //! - `sandbox`: the per-evaluation store: limiter, captured stdio, the host `log` import.
 //! - `input`: the input document, parsed once, and its projection onto each rule's `reads`.
