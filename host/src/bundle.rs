@@ -484,14 +484,7 @@ fn combine(
     let reasons_of = |verdict: Verdict| -> Vec<String> {
         present()
             .filter(|(_, d)| d.verdict == verdict)
-            .flat_map(|(i, d)| {
-                let name = rules[i].rule.name();
-                if d.reasons.is_empty() {
-                    vec![format!("{name}: {}", verdict_word(verdict))]
-                } else {
-                    d.reasons.iter().map(|r| format!("{name}: {r}")).collect()
-                }
-            })
+            .flat_map(|(i, d)| named_reasons(rules[i].rule.name(), d))
             .collect()
     };
     let any = |v: Verdict| present().any(|(_, d)| d.verdict == v);
@@ -508,13 +501,7 @@ fn combine(
         Combine::FirstApplicable => {
             // Manifest order, not evaluation order.
             if let Some((i, d)) = present().next() {
-                let name = rules[i].rule.name();
-                let reasons = if d.reasons.is_empty() {
-                    vec![format!("{name}: {}", verdict_word(d.verdict))]
-                } else {
-                    d.reasons.iter().map(|r| format!("{name}: {r}")).collect()
-                };
-                return (d.verdict, reasons);
+                return (d.verdict, named_reasons(rules[i].rule.name(), d));
             }
             Verdict::Abstain
         }
@@ -530,10 +517,7 @@ fn combine(
                     let name = rules[i].rule.name();
                     match d {
                         Some(d) if d.verdict == Verdict::Allow => {}
-                        Some(d) if d.reasons.is_empty() => {
-                            reasons.push(format!("{name}: {}", verdict_word(d.verdict)))
-                        }
-                        Some(d) => reasons.extend(d.reasons.iter().map(|r| format!("{name}: {r}"))),
+                        Some(d) => reasons.extend(named_reasons(name, d)),
                         None => reasons.push(format!("{name}: skipped after an error")),
                     }
                 }
@@ -551,12 +535,12 @@ fn combine(
     )
 }
 
-fn verdict_word(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Allow => "allow",
-        Verdict::Deny => "deny",
-        Verdict::Review => "review",
-        Verdict::Abstain => "abstain",
+/// A decision's reasons, each prefixed by its rule; the bare verdict when it gave none.
+fn named_reasons(name: &str, d: &Decision) -> Vec<String> {
+    if d.reasons.is_empty() {
+        vec![format!("{name}: {}", d.verdict.as_str())]
+    } else {
+        d.reasons.iter().map(|r| format!("{name}: {r}")).collect()
     }
 }
 

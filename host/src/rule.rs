@@ -30,6 +30,18 @@ pub enum Verdict {
     Abstain,
 }
 
+impl Verdict {
+    /// The lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Review => "review",
+            Verdict::Abstain => "abstain",
+        }
+    }
+}
+
 /// A rule's answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -369,7 +381,7 @@ impl Rule {
             memory_peak_bytes: memory_peak as u64,
         };
         match &result {
-            Ok(d) => span.record("outcome", tracing::field::debug(d.verdict)),
+            Ok(d) => span.record("outcome", d.verdict.as_str()),
             Err(e) => span.record("outcome", e.kind().as_str()),
         };
         span.record("fuel", metering.fuel);

@@ -460,3 +460,34 @@ fn eval_with_a_shared_cache_and_invalidate_it() {
     assert_eq!(code, 2);
     assert!(err.contains("redis did not answer"), "{err}");
 }
+
+#[test]
+fn each_evaluation_is_logged_as_a_span_with_its_outcome_and_cost() {
+    let rule = guest("amount_limit");
+    let (code, _, err) = rulebox(
+        &[
+            "--log",
+            "rulebox=info",
+            "--log-json",
+            "eval",
+            "--rule",
+            &rule,
+            "--input",
+            &order(),
+            "--reads",
+            "order.amount",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("\"evaluate\""))
+        .unwrap_or_else(|| panic!("no evaluate span in {err}"));
+    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    let span = &event["span"];
+    assert_eq!(span["rule"], "amount_limit");
+    assert_eq!(span["outcome"], "deny");
+    assert!(span["fuel"].as_u64().unwrap() > 0, "{line}");
+    assert!(span.get("wall_us").is_some(), "{line}");
+}

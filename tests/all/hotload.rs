@@ -292,3 +292,30 @@ fn a_watched_directory_loads_new_and_changed_bundles() {
     assert_eq!(reg.get("hot").unwrap().revision(), "w2");
     drop(rt);
 }
+
+#[test]
+fn several_bundles_side_by_side_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let rt = rt();
+    rt.block_on(reg.load(&revision_dir(tmp.path(), "h1")))
+        .unwrap();
+    rt.block_on(reg.load(&rulebox_tests::example_bundle("payments")))
+        .unwrap();
+    let names: Vec<String> = reg.status().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["hot", "payments"]);
+    let doc = Input::from_value(json!({"order": {"amount": 20, "currency": "EUR"}, "customer": {"country": "DE", "age_days": 900, "verified": true}})).unwrap();
+    let hot = rt.block_on(reg.evaluate("hot", &doc)).unwrap();
+    let pay = rt.block_on(reg.evaluate("payments", &doc)).unwrap();
+    assert_eq!((hot.bundle.as_str(), hot.rules.len()), ("hot", 3));
+    assert_eq!(
+        (pay.bundle.as_str(), pay.verdict),
+        ("payments", Verdict::Allow)
+    );
+    // Rolling one back leaves the other alone.
+    rt.block_on(reg.load(&revision_dir(tmp.path(), "h2")))
+        .unwrap();
+    reg.rollback("hot").unwrap();
+    assert_eq!(reg.get("payments").unwrap().revision(), "2026.11.22-1");
+    assert_eq!(reg.get("hot").unwrap().revision(), "h1");
+}
