@@ -20,6 +20,7 @@ pub const GUESTS: &[&str] = &[
     "hostile_escape",
     "hostile_huge_reason",
     "hostile_bad_output",
+    "hostile_sleep",
     "fixture_echo",
     "foreign_world",
     "foreign_import",

@@ -403,6 +403,7 @@ impl Rule {
     ) -> (Result<Decision, EvalError>, u64, usize) {
         let rule = &*self.inner;
         let limits = rule.limits;
+        let started = Instant::now();
         let engine = rule.pre.engine();
         let capture_bytes = engine.config().stdio_capture_bytes;
         let stdout = Capture::new(capture_bytes);
@@ -428,6 +429,8 @@ impl Rule {
             table: ResourceTable::new(),
             limiter: Limiter::new(limits.memory_bytes),
             log: RuleLog::new(rule.name.clone()),
+            deadline: started + limits.timeout(),
+            slept_past_deadline: false,
         };
         let mut store = Store::new(engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
@@ -457,7 +460,14 @@ impl Rule {
         let fuel = limits.fuel - store.get_fuel().unwrap_or(0);
         let state = store.into_data();
         log_stdio(&rule.name, &stdout, &stderr);
+        // An answer after the deadline is a timeout, however the rule got there (a host call
+        // that outlasted it, say): the caller was promised one or the other in time.
+        let late = state.slept_past_deadline
+            || started.elapsed() > limits.timeout() + Duration::from_millis(tick);
         let result = match called {
+            Ok(_) if late => Err(EvalError::Timeout {
+                deadline: limits.timeout(),
+            }),
             Ok(Ok(d)) => Decision::from_wit(d, limits.output_bytes),
             Ok(Err(types::RuleError::InvalidInput(m))) => {
                 Err(EvalError::InvalidInput(truncate(m, limits.output_bytes)))
@@ -492,8 +502,7 @@ impl wasmtime_wasi::HostMonotonicClock for WatchedClock {
     }
     fn now(&self) -> u64 {
         self.0.store(true, Ordering::Relaxed);
-        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+        crate::sandbox::monotonic_now()
     }
 }
 

@@ -21,6 +21,72 @@ pub(crate) struct StoreState {
     pub table: ResourceTable,
     pub limiter: Limiter,
     pub log: RuleLog,
+    /// When the evaluation's wall-clock deadline passes.
+    pub deadline: std::time::Instant,
+    /// The guest asked to sleep past the deadline (and was woken at it): whatever it
+    /// returns, the evaluation timed out.
+    pub slept_past_deadline: bool,
+}
+
+/// Replaces WASI's `monotonic-clock.subscribe-*`: a guest that sleeps blocks in the host,
+/// where epoch interruption cannot reach it, so a sleep is cut short at the evaluation's
+/// deadline. The guest then wakes into the expired epoch deadline and traps as a timeout.
+pub(crate) fn add_deadline_sleeps(
+    linker: &mut wasmtime::component::Linker<StoreState>,
+) -> wasmtime::Result<()> {
+    use wasmtime::StoreContextMut;
+    linker.allow_shadowing(true);
+    let mut clocks = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    clocks.func_wrap(
+        "subscribe-duration",
+        |mut store: StoreContextMut<'_, StoreState>, (nanos,): (u64,)| {
+            let state = store.data_mut();
+            let wake = std::time::Instant::now() + std::time::Duration::from_nanos(nanos);
+            Ok((sleep_until(state, wake)?,))
+        },
+    )?;
+    clocks.func_wrap(
+        "subscribe-instant",
+        |mut store: StoreContextMut<'_, StoreState>, (when,): (u64,)| {
+            let state = store.data_mut();
+            let now = monotonic_now();
+            let wake = std::time::Instant::now()
+                + std::time::Duration::from_nanos(when.saturating_sub(now));
+            Ok((sleep_until(state, wake)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+fn sleep_until(
+    state: &mut StoreState,
+    wake: std::time::Instant,
+) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
+    if wake > state.deadline {
+        state.slept_past_deadline = true;
+    }
+    let until = tokio::time::Instant::from_std(wake.min(state.deadline));
+    let sleep = state.table.push(Sleep(until))?;
+    wasmtime_wasi::p2::subscribe(&mut state.table, sleep)
+}
+
+struct Sleep(tokio::time::Instant);
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Sleep {
+    async fn ready(&mut self) {
+        tokio::time::sleep_until(self.0).await;
+    }
+}
+
+/// The monotonic clock rules see (nanoseconds since the host's first reading).
+pub(crate) fn monotonic_now() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 impl WasiView for StoreState {

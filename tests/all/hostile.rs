@@ -190,3 +190,21 @@ fn hostile_rules_in_parallel_do_not_disturb_good_ones() {
         assert_eq!(kind(&bad.join().unwrap()), ErrorKind::Timeout);
     });
 }
+
+#[test]
+fn sleeping_in_the_host_still_hits_the_deadline() {
+    let limits = LimitsOverride {
+        timeout_ms: Some(60),
+        ..Default::default()
+    };
+    let (eval, took) = run("hostile_sleep", json!({}), limits);
+    assert_eq!(kind(&eval), ErrorKind::Timeout);
+    assert_near_deadline(took, 60);
+    // A short sleep within the deadline is fine.
+    let limits = LimitsOverride {
+        timeout_ms: Some(2000),
+        ..Default::default()
+    };
+    let (eval, took) = run("hostile_sleep", json!({"seconds": 0}), limits);
+    assert!(eval.result.is_ok() && took < Duration::from_millis(2000));
+}
