@@ -178,3 +178,12 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A two-worker tokio runtime, like a small service's.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -254,6 +254,7 @@ impl Registry {
     /// Watches `dir`: every bundle directory or `.tar.gz` directly inside it is loaded now and
     /// again whenever it changes (after `settle` without further changes). Load failures are
     /// logged and leave the active revision serving. Stops when the returned handle drops.
+    /// Call it within a tokio runtime (the watcher runs as a task on it).
     pub fn watch(self: &Arc<Self>, dir: &Path, settle: Duration) -> Result<Watcher, notify::Error> {
         use notify::Watcher as _;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();

@@ -3,7 +3,7 @@
 
 use rulebox::bundle::{self, Combine, OnError, SourceLimits};
 use rulebox::{Bundle, BundleError, ErrorKind, Input, LoadOptions, LoadStep, Verdict};
-use rulebox_tests::{engine, example_bundle, guest_path, temp_bundle, write_bundle};
+use rulebox_tests::{engine, example_bundle, guest_path, rt, temp_bundle, write_bundle};
 use serde_json::json;
 use std::path::Path;
 
@@ -13,14 +13,6 @@ fn load(dir: &Path) -> Result<Bundle, BundleError> {
 
 fn input(v: serde_json::Value) -> Input {
     Input::from_value(v).unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use rulebox::bundle::{SecretKey, SourceLimits};
 use rulebox::{Input, LoadOptions, LoadStep, Registry, RegistryConfig, RegistryError, Verdict};
-use rulebox_tests::{engine, write_bundle};
+use rulebox_tests::{engine, rt, write_bundle};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
@@ -69,14 +69,6 @@ fn bad_revision(root: &Path, n: usize) -> (std::path::PathBuf, LoadStep) {
 
 fn registry() -> Arc<Registry> {
     Arc::new(Registry::new(engine().clone(), RegistryConfig::default()))
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]
