@@ -144,6 +144,9 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
+                // DEBUG SLEEP lets a test make Redis slow.
+                "--enable-debug-command",
+                "local",
             ])
             .arg("--dir")
             .arg(self.dir.path())

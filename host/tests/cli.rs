@@ -491,3 +491,29 @@ fn each_evaluation_is_logged_as_a_span_with_its_outcome_and_cost() {
     assert!(span["fuel"].as_u64().unwrap() > 0, "{line}");
     assert!(span.get("wall_us").is_some(), "{line}");
 }
+
+#[test]
+fn what_a_rule_prints_is_logged_under_its_name() {
+    let rule = guest("hostile_escape");
+    let (code, _, err) = rulebox(
+        &[
+            "--log",
+            "rulebox=info",
+            "--log-json",
+            "eval",
+            "--rule",
+            &rule,
+            "--input",
+            "-",
+        ],
+        Some("{}"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("escape attempt on stdout"))
+        .unwrap_or_else(|| panic!("the rule's stdout is not in the log: {err}"));
+    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(event["fields"]["rule"], "hostile_escape");
+    assert_eq!(event["fields"]["stream"], "stdout");
+}

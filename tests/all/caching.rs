@@ -433,3 +433,49 @@ fn l2_is_shared_between_hosts_and_survives_redis_dying() {
     host_a.invalidate_bundle("shared");
     assert_eq!(redis.cli(&["DBSIZE"]).trim(), "0");
 }
+
+#[test]
+fn a_slow_redis_costs_a_timeout_not_an_outage() {
+    let redis = RedisServer::start();
+    let c = l2_cache(&redis);
+    let b = load(one_rule("slow-redis", "{}", "{}").path(), &c);
+    assert!(
+        b.evaluate_sequential(&input(json!({"order": {"amount": 1}})))
+            .rules[0]
+            .result
+            .is_ok()
+    );
+    // Redis stops answering for a second.
+    let port = redis.port.to_string();
+    let sleeper = std::thread::spawn(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port, "DEBUG", "SLEEP", "1"])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let start = std::time::Instant::now();
+    for i in 0..5 {
+        let r = b.evaluate_sequential(&input(json!({"order": {"amount": 100 + i}})));
+        assert!(r.rules[0].result.is_ok() && !r.rules[0].cached);
+    }
+    let took = start.elapsed();
+    let l2 = c.stats().l2.unwrap();
+    assert!(!sleeper.is_finished(), "DEBUG SLEEP ended early");
+    assert!(
+        l2.errors >= 1,
+        "timeouts are counted: {l2:?} after {took:?}"
+    );
+    // Five misses against a stalled Redis: each read gives up after its 25 ms timeout (and
+    // the breaker stops asking after three); nowhere near the second Redis is stalled for.
+    assert!(
+        took < Duration::from_millis(700),
+        "evaluations waited on Redis: {took:?}"
+    );
+    let out = sleeper.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "OK",
+        "DEBUG SLEEP ran"
+    );
+}
