@@ -461,59 +461,49 @@ fn eval_with_a_shared_cache_and_invalidate_it() {
     assert!(err.contains("redis did not answer"), "{err}");
 }
 
-#[test]
-fn each_evaluation_is_logged_as_a_span_with_its_outcome_and_cost() {
-    let rule = guest("amount_limit");
-    let (code, _, err) = rulebox(
-        &[
-            "--log",
-            "rulebox=info",
-            "--log-json",
-            "eval",
-            "--rule",
-            &rule,
-            "--input",
-            &order(),
-            "--reads",
-            "order.amount",
-        ],
-        None,
-    );
+/// Evaluates `rule` with JSON logs on and returns the first log event whose line contains
+/// `needle`.
+fn logged_event(rule: &str, input: &str, stdin: Option<&str>, needle: &str) -> serde_json::Value {
+    let rule = guest(rule);
+    let args = [
+        "--log",
+        "rulebox=info",
+        "--log-json",
+        "eval",
+        "--rule",
+        &rule,
+        "--input",
+        input,
+        "--reads",
+        "order.amount",
+    ];
+    let (code, _, err) = rulebox(&args, stdin);
     assert_eq!(code, 0, "{err}");
     let line = err
         .lines()
-        .find(|l| l.contains("\"evaluate\""))
-        .unwrap_or_else(|| panic!("no evaluate span in {err}"));
-    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no `{needle}` in the log: {err}"));
+    serde_json::from_str(line).unwrap()
+}
+
+#[test]
+fn each_evaluation_is_logged_as_a_span_with_its_outcome_and_cost() {
+    let event = logged_event("amount_limit", &order(), None, "\"evaluate\"");
     let span = &event["span"];
     assert_eq!(span["rule"], "amount_limit");
     assert_eq!(span["outcome"], "deny");
-    assert!(span["fuel"].as_u64().unwrap() > 0, "{line}");
-    assert!(span.get("wall_us").is_some(), "{line}");
+    assert!(span["fuel"].as_u64().unwrap() > 0, "{event}");
+    assert!(span.get("wall_us").is_some(), "{event}");
 }
 
 #[test]
 fn what_a_rule_prints_is_logged_under_its_name() {
-    let rule = guest("hostile_escape");
-    let (code, _, err) = rulebox(
-        &[
-            "--log",
-            "rulebox=info",
-            "--log-json",
-            "eval",
-            "--rule",
-            &rule,
-            "--input",
-            "-",
-        ],
+    let event = logged_event(
+        "hostile_escape",
+        "-",
         Some("{}"),
+        "escape attempt on stdout",
     );
-    assert_eq!(code, 0, "{err}");
-    let line = err
-        .lines()
-        .find(|l| l.contains("escape attempt on stdout"))
-        .unwrap_or_else(|| panic!("the rule's stdout is not in the log: {err}"));
-    let event: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(event["fields"]["rule"], "hostile_escape");
     assert_eq!(event["fields"]["stream"], "stdout");
 }
