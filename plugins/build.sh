@@ -13,7 +13,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-tools="${RULEBOX_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/rulebox/tools}"
+tools="${RULEBOX_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/rulebox/tools}"
 wcl_version="0.5.31"
 # 64 KiB guest stack: halves per-evaluation instantiation cost (see sdk docs).
 stack_flag="-Clink-arg=-zstack-size=65536"
