@@ -126,23 +126,26 @@ struct L2Entry {
 
 #[derive(Clone)]
 struct Weigh;
-impl quick_cache::Weighter<[u8; 32], Arc<Entry>> for Weigh {
-    fn weight(&self, _key: &[u8; 32], val: &Arc<Entry>) -> u64 {
+impl quick_cache::Weighter<L1Key, Arc<Entry>> for Weigh {
+    fn weight(&self, _key: &L1Key, val: &Arc<Entry>) -> u64 {
         val.weight
     }
 }
 
 #[derive(Clone, Default)]
 struct CountEvictions(Arc<AtomicU64>);
-impl quick_cache::Lifecycle<[u8; 32], Arc<Entry>> for CountEvictions {
+impl quick_cache::Lifecycle<L1Key, Arc<Entry>> for CountEvictions {
     type RequestState = ();
-    fn on_evict(&self, _: &mut (), _key: [u8; 32], _val: Arc<Entry>) {
+    fn on_evict(&self, _: &mut (), _key: L1Key, _val: Arc<Entry>) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
 
+/// An L1 key: the content digest and the invalidation generations it was stored under.
+type L1Key = ([u8; 32], [u64; 3]);
+
 type L1 = quick_cache::sync::Cache<
-    [u8; 32],
+    L1Key,
     Arc<Entry>,
     Weigh,
     quick_cache::DefaultHashBuilder,
@@ -539,7 +542,7 @@ impl RuleCache {
         rule: &Rule,
         input: &Input,
         upstream: &[Upstream],
-    ) -> ([u8; 32], [u8; 32]) {
+    ) -> (L1Key, [u8; 32]) {
         let mut h = Sha256::new();
         h.update(self.prefix);
         match (self.strategy, rule.reads()) {
@@ -564,17 +567,15 @@ impl RuleCache {
             h.update(u.rule.as_bytes());
             let _ = serde_json::to_writer(HashWriter(&mut h), &u.decision);
         }
-        // The shared (L2) key leaves out this host's invalidation generations.
-        let shared: [u8; 32] = h.clone().finalize().into();
-        h.update(
-            cache
-                .global_generation
-                .load(Ordering::Relaxed)
-                .to_le_bytes(),
-        );
-        h.update(self.bundle_generation.load(Ordering::Relaxed).to_le_bytes());
-        h.update(self.rule_generation.load(Ordering::Relaxed).to_le_bytes());
-        (h.finalize().into(), shared)
+        let content: [u8; 32] = h.finalize().into();
+        // L1 entries also carry this host's invalidation generations (bumping one makes the
+        // old entries unreachable); the L2 key is the content digest alone, shared by hosts.
+        let generations = [
+            cache.global_generation.load(Ordering::Relaxed),
+            self.bundle_generation.load(Ordering::Relaxed),
+            self.rule_generation.load(Ordering::Relaxed),
+        ];
+        ((content, generations), content)
     }
 
     fn l2_key(&self, shared: &[u8; 32]) -> String {
@@ -641,16 +642,16 @@ impl RuleCache {
             cache.l1.remove(&key);
         }
         let lookup = start.elapsed();
-        let l2_key = self.l2_key(&shared);
-        let mut l2_cost = None;
-        if let Some(l2) = cache
+        let l2 = cache
             .l2
             .as_ref()
             .filter(|_| self.use_l2.load(Ordering::Relaxed))
-        {
+            .map(|l2| (l2, self.l2_key(&shared)));
+        let mut l2_cost = None;
+        if let Some((l2, l2_key)) = &l2 {
             let t = Instant::now();
             let found =
-                l2.get(&l2_key)
+                l2.get(l2_key)
                     .and_then(|bytes| match serde_json::from_slice::<L2Entry>(&bytes) {
                         Ok(e) if e.v == FORMAT_VERSION && e.rule_digest == self.rule_digest => {
                             Some(e.stored)
@@ -663,7 +664,8 @@ impl RuleCache {
             l2_cost = Some(t.elapsed());
             if let Some(stored) = found {
                 self.stats.l2_hits.fetch_add(1, Ordering::Relaxed);
-                self.store_l1(&cache, key, stored.clone());
+                let size = stored.size();
+                self.store_l1(&cache, key, stored.clone(), size);
                 let eval = served(rule, &stored, start);
                 self.observe(&cache, true, lookup, l2_cost, None);
                 return eval;
@@ -673,15 +675,13 @@ impl RuleCache {
         let t = Instant::now();
         let eval = rule.evaluate_with(input, upstream);
         let eval_cost = t.elapsed();
-        match Stored::from_result(&eval.result)
-            .filter(|s| !eval.read_clock && s.size() <= self.max_entry_bytes)
-        {
-            Some(stored) => {
-                if let Some(l2) = cache
-                    .l2
-                    .as_ref()
-                    .filter(|_| self.use_l2.load(Ordering::Relaxed))
-                {
+        let storable = Stored::from_result(&eval.result)
+            .filter(|_| !eval.read_clock)
+            .map(|s| (s.size(), s))
+            .filter(|(size, _)| *size <= self.max_entry_bytes);
+        match storable {
+            Some((size, stored)) => {
+                if let Some((l2, l2_key)) = l2 {
                     let entry = L2Entry {
                         v: FORMAT_VERSION,
                         rule_digest: self.rule_digest.clone(),
@@ -691,7 +691,7 @@ impl RuleCache {
                         l2.put(l2_key, bytes, self.ttl_ms.load(Ordering::Relaxed));
                     }
                 }
-                self.store_l1(&cache, key, stored);
+                self.store_l1(&cache, key, stored, size);
             }
             None => {
                 self.stats.not_stored.fetch_add(1, Ordering::Relaxed);
@@ -701,8 +701,8 @@ impl RuleCache {
         eval
     }
 
-    fn store_l1(&self, cache: &ResultCache, key: [u8; 32], stored: Stored) {
-        let weight = (stored.size() + 160) as u64;
+    fn store_l1(&self, cache: &ResultCache, key: L1Key, stored: Stored, size: usize) {
+        let weight = (size + 160) as u64;
         let expires = Instant::now() + Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed));
         cache.l1.insert(
             key,
