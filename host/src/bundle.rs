@@ -259,6 +259,11 @@ impl Bundle {
         &self.layers
     }
 
+    /// The bundle's files, with their digests.
+    pub fn source(&self) -> &BundleSource {
+        &self.source
+    }
+
     /// Where the bundle was loaded from.
     pub fn origin(&self) -> &Path {
         self.source.origin()

@@ -507,7 +507,7 @@ fn bundle_command(
                             "digest": b.digest(),
                             "combine": b.manifest().bundle.combine,
                             "valid": true,
-                            "signed": BundleSource::open(&path, &limits)?.files().contains_key(bundle::SIGNATURE_FILE),
+                            "signed": b.source().files().contains_key(bundle::SIGNATURE_FILE),
                             "rules": rules,
                             "layers": layers,
                             "tests": b.manifest().tests.len(),
