@@ -48,12 +48,27 @@ fn benches(c: &mut Criterion) {
         write_bundle(dir.path(), work);
         let bundle = Bundle::load(&engine, dir.path(), &LoadOptions::default()).unwrap();
         assert_eq!(bundle.layers().len(), 1, "all rules independent");
-        assert!(bundle.evaluate_sequential(&input).errors().is_empty());
+        assert!(
+            bundle
+                .evaluate_sequential(&input)
+                .unwrap()
+                .errors()
+                .is_empty()
+        );
         g.bench_function(format!("{label}_sequential"), |b| {
-            b.iter(|| bundle.evaluate_sequential(black_box(&input)).verdict)
+            b.iter(|| {
+                bundle
+                    .evaluate_sequential(black_box(&input))
+                    .unwrap()
+                    .verdict
+            })
         });
         g.bench_function(format!("{label}_parallel"), |b| {
-            b.iter(|| rt.block_on(bundle.evaluate(black_box(&input))).verdict)
+            b.iter(|| {
+                rt.block_on(bundle.evaluate(black_box(&input)))
+                    .unwrap()
+                    .verdict
+            })
         });
     }
     g.finish();

@@ -12,6 +12,7 @@ pub use manifest::{
 };
 pub use pack::{pack, sign_dir, write_archive};
 pub use signing::{SecretKey, SignatureEntry, SignatureError, SignatureFile, TrustedKey, verify};
+pub(crate) use source::open_regular;
 pub use source::{BundleSource, MANIFEST_FILE, SIGNATURE_FILE, SourceError, SourceLimits};
 
 use crate::cache::{ResultCache, RuleCache};
@@ -21,6 +22,7 @@ use crate::error::{ErrorKind, EvalError, LoadError};
 use crate::input::Input;
 use crate::rule::{Decision, Evaluation, Grant, Rule, Upstream, Verdict};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -89,10 +91,11 @@ pub type Progress = Arc<dyn Fn(usize, usize, &str) + Send + Sync>;
 /// How bundles are checked when loaded.
 #[derive(Clone, Default)]
 pub struct LoadOptions {
-    /// Keys whose signatures are accepted.
+    /// Keys whose signatures are accepted. When any is given, every bundle must carry a
+    /// valid signature by one of them.
     pub trusted_keys: Vec<TrustedKey>,
-    /// Refuse bundles without a valid signature by a trusted key. Default false; with
-    /// `trusted_keys` set, a present signature is always checked.
+    /// Refuse bundles without a valid signature by a trusted key, even when no key is
+    /// trusted (then every bundle is refused, saying so). Default false.
     pub require_signature: bool,
     /// Limits on the bundle's files.
     pub source_limits: SourceLimits,
@@ -177,19 +180,14 @@ impl Bundle {
         path: &Path,
         options: &LoadOptions,
     ) -> Result<Bundle, BundleError> {
-        let source = BundleSource::open(path, &options.source_limits)?;
-        let text = source.read(MANIFEST_FILE).map_err(|_| {
-            SourceError(format!(
-                "{}: no bundle.toml at the bundle's top level",
-                path.display()
-            ))
-        })?;
-        let manifest = Manifest::parse(&String::from_utf8_lossy(&text))?;
-        let layers = manifest.plan()?;
+        let limits = &options.source_limits;
+        let source = BundleSource::open(path, limits)?;
+        let manifest = read_manifest(&source, path, limits)?;
+        let layers = manifest.plan_within(limits)?;
         check_files(&manifest, &source)?;
-        let signed_by = if options.require_signature
-            || (!options.trusted_keys.is_empty() && source.files().contains_key(SIGNATURE_FILE))
-        {
+        // Trusting keys means requiring a signature by one of them: an unsigned bundle must
+        // not pass where a signed one is expected.
+        let signed_by = if options.require_signature || !options.trusted_keys.is_empty() {
             Some(signing::verify(&source, &options.trusted_keys)?)
         } else {
             None
@@ -272,7 +270,10 @@ impl Bundle {
     /// Evaluates the bundle: the rules of each dependency layer run concurrently on tokio's
     /// blocking pool, on at most `concurrency` workers that each take the layer's next rule;
     /// dependents get their upstream decisions.
-    pub async fn evaluate(&self, input: &Input) -> BundleResult {
+    ///
+    /// Fails, with no verdict, when the host could not run a rule ([`Overloaded`]): host
+    /// trouble is never turned into a rule's deny or skip.
+    pub async fn evaluate(&self, input: &Input) -> Result<BundleResult, Overloaded> {
         let start = Instant::now();
         let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
         for layer in &self.layers {
@@ -321,13 +322,44 @@ impl Bundle {
                     });
                 }
             }
+            self.check_overload(layer, &evals)?;
         }
-        self.finish(evals, start)
+        Ok(self.finish(evals, start))
+    }
+
+    /// Stops an evaluation in which the host could not run a rule.
+    fn check_overload(
+        &self,
+        layer: &[usize],
+        evals: &[Option<Evaluation>],
+    ) -> Result<(), Overloaded> {
+        let mut rules = Vec::new();
+        let mut message = String::new();
+        for &i in layer {
+            if let Some(Evaluation {
+                result: Err(e @ EvalError::Overloaded(_)),
+                rule,
+                ..
+            }) = &evals[i]
+            {
+                rules.push(rule.to_string());
+                message = e.to_string();
+            }
+        }
+        if rules.is_empty() {
+            Ok(())
+        } else {
+            Err(Overloaded {
+                bundle: self.name().to_owned(),
+                rules,
+                message,
+            })
+        }
     }
 
     /// Evaluates the bundle on the calling thread, one rule after another. The same result as
     /// [`Bundle::evaluate`]; for callers without a runtime and for tiny bundles.
-    pub fn evaluate_sequential(&self, input: &Input) -> BundleResult {
+    pub fn evaluate_sequential(&self, input: &Input) -> Result<BundleResult, Overloaded> {
         let start = Instant::now();
         let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
         for layer in &self.layers {
@@ -335,8 +367,9 @@ impl Bundle {
                 let upstream = self.upstream_of(i, &evals);
                 evals[i] = Some(self.rules[i].evaluate(input, &upstream));
             }
+            self.check_overload(layer, &evals)?;
         }
-        self.finish(evals, start)
+        Ok(self.finish(evals, start))
     }
 
     /// What rule `i` receives from its dependencies: their decisions, or for a failed one its
@@ -370,6 +403,7 @@ impl Bundle {
         BundleResult {
             bundle: self.name().to_owned(),
             revision: self.revision().to_owned(),
+            signed: self.signed_by.is_some(),
             verdict,
             reasons,
             rules: evals,
@@ -397,24 +431,26 @@ impl Bundle {
                 .and_then(|v| Input::from_value(v).map_err(|e| e.to_string()))
             {
                 Err(e) => Some(format!("input: {e}")),
-                Ok(input) => {
-                    let result = self.evaluate(&input).await;
-                    let got = match rule {
-                        None => Ok((result.verdict, None, result.reasons.clone())),
-                        Some(r) => {
-                            let eval = result
-                                .rules
-                                .iter()
-                                .find(|e| &*e.rule == r)
-                                .expect("rule in result");
-                            eval.result
-                                .as_ref()
-                                .map(|d| (d.verdict, d.score, d.reasons.clone()))
-                                .map_err(|e| format!("{}: {e}", e.kind()))
-                        }
-                    };
-                    check_case(case, got)
-                }
+                Ok(input) => match self.evaluate(&input).await {
+                    Err(e) => Some(e.to_string()),
+                    Ok(result) => {
+                        let got = match rule {
+                            None => Ok((result.verdict, None, result.reasons.clone())),
+                            Some(r) => {
+                                let eval = result
+                                    .rules
+                                    .iter()
+                                    .find(|e| &*e.rule == r)
+                                    .expect("rule in result");
+                                eval.result
+                                    .as_ref()
+                                    .map(|d| (d.verdict, d.score, d.reasons.clone()))
+                                    .map_err(|e| format!("{}: {e}", e.kind()))
+                            }
+                        };
+                        check_case(case, got)
+                    }
+                },
             };
             outcomes.push(TestOutcome {
                 name,
@@ -588,8 +624,38 @@ fn check_files(manifest: &Manifest, source: &BundleSource) -> Result<(), Manifes
     Ok(())
 }
 
-/// Compiles the bundle's distinct components in parallel (through the engine's caches) and
-/// configures each rule.
+/// Reads `bundle.toml`: present, within its size limit, UTF-8.
+fn read_manifest(
+    source: &BundleSource,
+    path: &Path,
+    limits: &SourceLimits,
+) -> Result<Manifest, BundleError> {
+    let Some(size) = source.size(MANIFEST_FILE) else {
+        return Err(SourceError(format!(
+            "{}: no bundle.toml at the bundle's top level",
+            path.display()
+        ))
+        .into());
+    };
+    if size > limits.max_manifest_bytes {
+        return Err(SourceError(format!(
+            "bundle.toml is {size} bytes, over the limit of {} (max_manifest_bytes)",
+            limits.max_manifest_bytes
+        ))
+        .into());
+    }
+    let text = String::from_utf8(source.read(MANIFEST_FILE)?).map_err(|e| {
+        SourceError(format!(
+            "bundle.toml is not UTF-8 (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    Ok(Manifest::parse(&text)?)
+}
+
+/// Compiles the bundle's distinct components in parallel (through the engine's caches), each
+/// from the bytes that were digested (and verified) when the bundle was read, and configures
+/// each rule.
 fn compile_rules(
     engine: &Engine,
     manifest: &Manifest,
@@ -597,49 +663,66 @@ fn compile_rules(
     options: &LoadOptions,
 ) -> Result<Vec<BundleRule>, BundleError> {
     let total = manifest.rules.len();
+    // Distinct component paths, each with the first rule that names it (for errors).
+    let mut component_of = Vec::with_capacity(total);
+    let mut distinct: Vec<(String, usize)> = Vec::new();
+    let mut by_path: HashMap<String, usize> = HashMap::new();
+    for (i, r) in manifest.rules.iter().enumerate() {
+        let path = source::check_manifest_path(&r.component).unwrap_or_default();
+        let k = *by_path.entry(path.clone()).or_insert_with(|| {
+            distinct.push((path, i));
+            distinct.len() - 1
+        });
+        component_of.push(k);
+    }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let mut compiled: Vec<Option<Result<crate::RulePre, BundleError>>> =
-        (0..total).map(|_| None).collect();
-    let slots: Vec<std::sync::Mutex<&mut Option<Result<crate::RulePre, BundleError>>>> =
-        compiled.iter_mut().map(std::sync::Mutex::new).collect();
+    let compiled: Vec<std::sync::OnceLock<Result<crate::RulePre, BundleError>>> =
+        (0..distinct.len()).map(|_| Default::default()).collect();
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
-        .min(total)
+        .min(distinct.len())
         .max(1);
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
                 loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= total {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((path, first)) = distinct.get(k) else {
                         break;
-                    }
-                    let r = &manifest.rules[i];
+                    };
+                    let rule = &manifest.rules[*first].name;
                     let result = source
-                        .read(&source::check_manifest_path(&r.component).unwrap_or_default())
+                        .read(path)
                         .map_err(BundleError::from)
                         .and_then(|bytes| {
                             engine.load(&bytes).map_err(|error| BundleError::Component {
-                                rule: r.name.clone(),
+                                rule: rule.clone(),
                                 error,
                             })
                         });
-                    **slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                    let _ = compiled[k].set(result);
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     if let Some(progress) = &options.progress {
-                        progress(n, total, &r.name);
+                        progress(n, distinct.len(), rule);
                     }
                 }
             });
         }
     });
-    drop(slots);
-    let names: Vec<&str> = manifest.rules.iter().map(|r| r.name.as_str()).collect();
+    let index: HashMap<&str, usize> = manifest
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
     let b = &manifest.bundle;
     let mut rules = Vec::with_capacity(total);
-    for (r, pre) in manifest.rules.iter().zip(compiled) {
-        let pre = pre.expect("every rule compiled")?;
+    for (r, &k) in manifest.rules.iter().zip(&component_of) {
+        let pre = match compiled[k].get().expect("every component compiled") {
+            Ok(pre) => pre.clone(),
+            Err(e) => return Err(e.clone()),
+        };
         let named = |e: crate::ConfigError| {
             BundleError::Manifest(ManifestError::new(Some(&r.name), e.field, e.message))
         };
@@ -651,18 +734,15 @@ fn compile_rules(
             .settings(settings)
             .limits(limits);
         for g in &r.grants {
+            let dir = source::check_manifest_path(&g.dir).unwrap_or_default();
             builder = builder.grant(Grant {
-                host: source.root().join(&g.dir),
+                host: source.root().join(dir),
                 guest: g.guest.clone(),
             });
         }
         rules.push(BundleRule {
             rule: builder.build().map_err(named)?,
-            depends_on: r
-                .depends_on
-                .iter()
-                .map(|d| names.iter().position(|n| n == d).expect("planned"))
-                .collect(),
+            depends_on: r.depends_on.iter().map(|d| index[d.as_str()]).collect(),
             on_error: r.on_error.unwrap_or(b.on_error),
             cache: r.cache.or(b.cache),
             tests: r.tests.clone(),
@@ -684,6 +764,19 @@ fn merge_limits(bundle: &LimitsOverride, rule: &LimitsOverride) -> LimitsOverrid
 /// One rule of a layer, ready to run on a worker: its index, the rule, its upstream.
 type Job = (usize, Arc<BundleRule>, Vec<Upstream>);
 
+/// An evaluation the host could not complete: a rule got no evaluation slot in time, or was
+/// starved of CPU. There is no verdict: retry later (a server answers 503).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bundle `{bundle}` was not evaluated: {message} (rules: {})", rules.join(", "))]
+pub struct Overloaded {
+    /// The bundle.
+    pub bundle: String,
+    /// The rules the host could not run.
+    pub rules: Vec<String>,
+    /// Why, as the host saw it.
+    pub message: String,
+}
+
 /// The result of evaluating a bundle.
 #[derive(Clone, Debug)]
 pub struct BundleResult {
@@ -691,6 +784,8 @@ pub struct BundleResult {
     pub bundle: String,
     /// The revision that produced this result.
     pub revision: String,
+    /// Whether that revision's signature was verified against a trusted key when it loaded.
+    pub signed: bool,
     /// The combined verdict.
     pub verdict: Verdict,
     /// The reasons that decided it, each prefixed by its rule's name.
@@ -707,6 +802,7 @@ impl BundleResult {
         serde_json::json!({
             "bundle": self.bundle,
             "revision": self.revision,
+            "signed": self.signed,
             "verdict": self.verdict,
             "reasons": self.reasons,
             "wall_us": self.wall_us,

@@ -786,7 +786,7 @@ fn served(rule: &Rule, stored: &Stored, start: Instant) -> Evaluation {
         metering: Metering {
             fuel: 0,
             wall_us: start.elapsed().as_micros() as u64,
-            memory_peak_bytes: 0,
+            ..Default::default()
         },
         cached: true,
         read_clock: false,

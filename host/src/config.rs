@@ -12,7 +12,11 @@ pub struct Limits {
     /// any sane rule needs (the examples use under 100,000), yet a runaway loop stops in well
     /// under a second even if the deadline were disabled.
     pub fuel: u64,
-    /// Wall-clock deadline in milliseconds, enforced by epoch interruption. Default 100.
+    /// Deadline in milliseconds of running time: CPU time of the thread evaluating the rule
+    /// (time spent asleep in the host counts too), enforced by epoch interruption. Time the
+    /// evaluation waits for a slot or for a CPU on a busy host does not count, so a busy host
+    /// never turns a rule's answer into a `timeout`; [`EngineConfig::starvation_grace_ms`]
+    /// bounds the wall time. Default 100.
     pub timeout_ms: u64,
     /// Cap on the rule's linear memory in bytes. Default 64 MiB.
     pub memory_bytes: usize,
@@ -116,6 +120,16 @@ pub struct EngineConfig {
     /// How many rule instances may be alive at once (the pooling allocator's slots).
     /// Evaluations beyond this fail fast instead of allocating. Default 128.
     pub max_instances: u32,
+    /// Evaluations running at once, engine-wide; more wait for a slot (FIFO-ish), so a burst
+    /// queues instead of slicing the CPUs so thin that every rule runs late. Default: the
+    /// number of CPUs.
+    pub max_concurrent_evaluations: usize,
+    /// How long an evaluation may wait for a slot, in milliseconds, before it ends as
+    /// `overloaded` (the host's condition: never cached, never a rule's deny). Default 1000.
+    pub queue_timeout_ms: u64,
+    /// Wall time past a rule's `timeout_ms` after which an evaluation the host starved of CPU
+    /// is stopped as `overloaded`, in milliseconds. Default 1000.
+    pub starvation_grace_ms: u64,
     /// Granularity of wall-clock deadlines, in milliseconds: a background thread advances the
     /// engine's epoch this often, and a deadline fires within one tick of its time. Default 1.
     pub epoch_tick_ms: u64,
@@ -143,6 +157,9 @@ impl Default for EngineConfig {
                 output_bytes: 16 << 20,
             },
             max_instances: 128,
+            max_concurrent_evaluations: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            queue_timeout_ms: 1000,
+            starvation_grace_ms: 1000,
             epoch_tick_ms: 1,
             stdio_capture_bytes: 16 << 10,
             keep_resident_bytes: 256 << 10,
@@ -169,6 +186,23 @@ impl EngineConfig {
             return Err(ConfigError::new(
                 "max_instances",
                 format!("{} is not between 1 and 10000", self.max_instances),
+            ));
+        }
+        if self.max_concurrent_evaluations == 0
+            || self.max_concurrent_evaluations > self.max_instances as usize
+        {
+            return Err(ConfigError::new(
+                "max_concurrent_evaluations",
+                format!(
+                    "{} is not between 1 and max_instances ({})",
+                    self.max_concurrent_evaluations, self.max_instances
+                ),
+            ));
+        }
+        if self.queue_timeout_ms > 3_600_000 || self.starvation_grace_ms > 3_600_000 {
+            return Err(ConfigError::new(
+                "queue_timeout_ms",
+                "queue_timeout_ms and starvation_grace_ms must be at most an hour",
             ));
         }
         if self.epoch_tick_ms == 0 || self.epoch_tick_ms > 1000 {

@@ -29,6 +29,7 @@ pub struct Engine {
 }
 
 struct EngineInner {
+    admission: Admission,
     wasmtime: wasmtime::Engine,
     linker: Linker<StoreState>,
     config: EngineConfig,
@@ -67,10 +68,11 @@ impl Engine {
             })
             .map_err(|e| ConfigError::new("engine", format!("linker: {e:#}")))?;
 
+        let artifacts = Artifacts::new(&wasmtime, config.cache_dir.clone())?;
         let ticker = Ticker::start(&wasmtime, Duration::from_millis(config.epoch_tick_ms));
-        let artifacts = Artifacts::new(&wasmtime, config.cache_dir.clone());
         Ok(Engine {
             inner: Arc::new(EngineInner {
+                admission: Admission::new(config.max_concurrent_evaluations),
                 wasmtime,
                 linker,
                 config,
@@ -78,6 +80,19 @@ impl Engine {
                 _ticker: ticker,
             }),
         })
+    }
+
+    /// Waits up to `EngineConfig::queue_timeout_ms` for an evaluation slot.
+    pub(crate) fn admit(&self) -> Option<Permit<'_>> {
+        self.inner
+            .admission
+            .acquire(Duration::from_millis(self.inner.config.queue_timeout_ms))
+    }
+
+    /// Evaluations running now, and waiting for a slot.
+    pub fn load_now(&self) -> (usize, usize) {
+        let state = self.inner.admission.lock();
+        (state.running, state.waiting)
     }
 
     /// The configuration this engine was built with.
@@ -233,6 +248,73 @@ impl std::fmt::Debug for RulePre {
         f.debug_struct("RulePre")
             .field("digest", &self.digest_hex())
             .finish()
+    }
+}
+
+/// Admission control: at most `max` evaluations run at once; the rest wait. Rules are
+/// CPU-bound, so running more than there are CPUs only makes each one late.
+struct Admission {
+    max: usize,
+    state: std::sync::Mutex<AdmissionState>,
+    freed: std::sync::Condvar,
+}
+
+struct AdmissionState {
+    running: usize,
+    waiting: usize,
+}
+
+/// A running evaluation's slot; freed on drop.
+pub(crate) struct Permit<'a>(&'a Admission);
+
+impl Admission {
+    fn new(max: usize) -> Admission {
+        Admission {
+            max,
+            state: std::sync::Mutex::new(AdmissionState {
+                running: 0,
+                waiting: 0,
+            }),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AdmissionState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn acquire(&self, patience: Duration) -> Option<Permit<'_>> {
+        let mut state = self.lock();
+        if state.running < self.max {
+            state.running += 1;
+            return Some(Permit(self));
+        }
+        let give_up = std::time::Instant::now() + patience;
+        state.waiting += 1;
+        loop {
+            let now = std::time::Instant::now();
+            if now >= give_up {
+                state.waiting -= 1;
+                return None;
+            }
+            state = self
+                .freed
+                .wait_timeout(state, give_up - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if state.running < self.max {
+                state.waiting -= 1;
+                state.running += 1;
+                return Some(Permit(self));
+            }
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.lock().running -= 1;
+        self.0.freed.notify_one();
     }
 }
 

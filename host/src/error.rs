@@ -31,6 +31,10 @@ pub enum ErrorKind {
     InvalidOutput,
     /// The component is not a `rulebox:rule@0.1.0` rule (or not a component at all).
     IncompatibleComponent,
+    /// The host was too busy to run the rule (no evaluation slot in time, or starved of CPU
+    /// past its grace). The host's condition, not the rule's: never cached, never combined
+    /// into a verdict; retry later.
+    Overloaded,
 }
 
 impl ErrorKind {
@@ -47,6 +51,7 @@ impl ErrorKind {
             ErrorKind::OutputTooLarge => "output-too-large",
             ErrorKind::InvalidOutput => "invalid-output",
             ErrorKind::IncompatibleComponent => "incompatible-component",
+            ErrorKind::Overloaded => "overloaded",
         }
     }
 
@@ -126,6 +131,9 @@ pub enum EvalError {
     /// The component does not implement the rule world.
     #[error("{0}")]
     Incompatible(#[from] LoadError),
+    /// The host was too busy to run the rule.
+    #[error("host overloaded: {0}")]
+    Overloaded(String),
 }
 
 impl EvalError {
@@ -142,6 +150,7 @@ impl EvalError {
             EvalError::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
             EvalError::InvalidOutput(_) => ErrorKind::InvalidOutput,
             EvalError::Incompatible(_) => ErrorKind::IncompatibleComponent,
+            EvalError::Overloaded(_) => ErrorKind::Overloaded,
         }
     }
 }

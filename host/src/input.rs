@@ -18,12 +18,38 @@ struct InputInner {
 }
 
 impl Input {
-    /// Parses JSON text. The document must be a JSON object.
-    pub fn from_json(text: &str) -> Result<Input, InputError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| InputError(e.to_string()))?;
+    /// The size limit [`Input::from_json`] applies: 16 MiB.
+    pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
+
+    /// Parses JSON text of at most [`Input::DEFAULT_MAX_BYTES`]. The document must be a JSON
+    /// object without duplicate keys (a proxy and the engine must not read different values
+    /// from one document). A leading UTF-8 byte-order mark is skipped. Pass a `String` to
+    /// keep it without a copy (rules that read `*` get this text).
+    pub fn from_json(text: impl Into<String>) -> Result<Input, InputError> {
+        Self::from_json_limited(text, Self::DEFAULT_MAX_BYTES)
+    }
+
+    /// [`Input::from_json`] with another size limit.
+    pub fn from_json_limited(
+        text: impl Into<String>,
+        max_bytes: usize,
+    ) -> Result<Input, InputError> {
+        let mut text = text.into();
+        if text.len() > max_bytes {
+            return Err(InputError(format!(
+                "the document is {} bytes, over the limit of {max_bytes}",
+                text.len()
+            )));
+        }
+        if text.starts_with('\u{feff}') {
+            text.drain(..'\u{feff}'.len_utf8());
+        }
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let value = serde::de::DeserializeSeed::deserialize(Strict, &mut de)
+            .and_then(|v| de.end().map(|()| v))
+            .map_err(|e| InputError(e.to_string()))?;
         let input = Input::from_value(value)?;
-        let _ = input.inner.text.set(text.to_owned());
+        let _ = input.inner.text.set(text);
         Ok(input)
     }
 
@@ -80,6 +106,67 @@ impl Input {
                 })
                 .collect(),
         }
+    }
+}
+
+/// Deserializes a JSON value like `serde_json::Value` does, but refuses duplicate keys
+/// (`Value` keeps the last one silently).
+struct Strict;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+    type Value = serde_json::Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(Strict)? {
+            items.push(v);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut obj = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if obj.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            let value = map.next_value_seed(Strict)?;
+            obj.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(obj))
     }
 }
 
@@ -159,9 +246,10 @@ impl Reads {
             return Ok(Reads::All);
         }
         let mut paths: Vec<FactPath> = Vec::with_capacity(items.len());
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
         for item in items {
             let path = FactPath::parse(item.as_ref())?;
-            if paths.contains(&path) {
+            if !seen.insert(path.text.clone()) {
                 return Err(ConfigError::new(
                     "reads",
                     format!("`{}` is listed twice", path.text),
@@ -250,6 +338,35 @@ mod tests {
                 .contains("must be a JSON object, not an array")
         );
         assert!(Input::from_json("{").is_err());
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let err =
+            Input::from_json(r#"{"amount": 999999, "currency": "EUR", "amount": 20}"#).unwrap_err();
+        assert!(err.to_string().contains("duplicate key `amount`"), "{err}");
+        let err = Input::from_json(r#"{"o": [{"a": 1, "a": 2}]}"#).unwrap_err();
+        assert!(err.to_string().contains("duplicate key `a`"), "{err}");
+        // The same key in different objects is fine, and values come through as serde_json's.
+        let ok = Input::from_json(r#"{"a": {"a": 1.5}, "b": [null, true, -3, "x"]}"#).unwrap();
+        assert_eq!(
+            ok.value(),
+            &serde_json::json!({"a": {"a": 1.5}, "b": [null, true, -3, "x"]})
+        );
+    }
+
+    #[test]
+    fn size_is_capped_and_a_bom_is_skipped() {
+        let err =
+            Input::from_json_limited(format!(r#"{{"a":"{}"}}"#, "x".repeat(100)), 64).unwrap_err();
+        assert!(
+            err.to_string().contains("bytes, over the limit of 64"),
+            "{err}"
+        );
+        let input = Input::from_json("\u{feff}{\"a\": 1}").unwrap();
+        assert_eq!(input.value(), &serde_json::json!({"a": 1}));
+        assert_eq!(input.text(), "{\"a\": 1}");
+        assert!(Input::from_json("{\"a\": 1} trailing").is_err());
     }
 
     #[test]

@@ -58,7 +58,7 @@ mod rule;
 mod sandbox;
 
 pub use artifacts::ArtifactStats;
-pub use bundle::{Bundle, BundleError, BundleResult, LoadOptions, LoadStep};
+pub use bundle::{Bundle, BundleError, BundleResult, LoadOptions, LoadStep, Overloaded};
 pub use cache::{CacheConfig, CacheConfigError, CacheStats, L2Stats, ResultCache, RuleCacheStats};
 pub use config::{EngineConfig, Limits, LimitsOverride};
 pub use engine::{Engine, RulePre};

@@ -67,6 +67,9 @@ pub enum RegistryError {
     /// There is no earlier revision to roll back to.
     #[error("bundle `{0}` has no earlier revision to roll back to")]
     NoPrevious(String),
+    /// The host could not run the evaluation: no verdict, retry later.
+    #[error(transparent)]
+    Overloaded(#[from] crate::bundle::Overloaded),
 }
 
 struct Slot {
@@ -224,7 +227,7 @@ impl Registry {
     /// Evaluates the active revision of `name`.
     pub async fn evaluate(&self, name: &str, input: &Input) -> Result<BundleResult, RegistryError> {
         let bundle = self.get(name)?;
-        Ok(bundle.evaluate(input).await)
+        Ok(bundle.evaluate(input).await?)
     }
 
     /// Every loaded bundle.

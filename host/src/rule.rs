@@ -4,7 +4,7 @@
 use crate::bindings::types;
 use crate::config::{Limits, LimitsOverride};
 use crate::engine::RulePre;
-use crate::error::{ConfigError, EvalError};
+use crate::error::{ConfigError, ErrorKind, EvalError};
 use crate::input::{Input, Reads};
 use crate::sandbox::{Capture, Limiter, RuleLog, StoreState, truncate};
 use serde::{Deserialize, Serialize};
@@ -136,6 +136,13 @@ pub struct Metering {
     pub fuel: u64,
     /// Wall time from sandbox creation to the checked result, in microseconds.
     pub wall_us: u64,
+    /// CPU time the evaluation's thread used, in microseconds: what the deadline counts.
+    /// Far below `wall_us` means the host was busy, not the rule slow.
+    #[serde(default)]
+    pub cpu_us: u64,
+    /// Time spent waiting for an evaluation slot, in microseconds (host load, not the rule).
+    #[serde(default)]
+    pub queue_us: u64,
     /// Peak linear memory of the instance, in bytes.
     pub memory_peak_bytes: u64,
 }
@@ -372,13 +379,36 @@ impl Rule {
             wall_us = tracing::field::Empty,
         );
         let _enter = span.enter();
-        let start = Instant::now();
+        let queued = Instant::now();
         let read_clock = Arc::new(AtomicBool::new(false));
-        let (result, fuel, memory_peak) = self.run(input, upstream, &read_clock);
+        let engine = rule.pre.engine();
+        let Some(_permit) = engine.admit() else {
+            let waited = queued.elapsed();
+            span.record("outcome", ErrorKind::Overloaded.as_str());
+            return Evaluation {
+                rule: rule.name.clone(),
+                result: Err(EvalError::Overloaded(format!(
+                    "no evaluation slot within {} ms ({} running engine-wide)",
+                    waited.as_millis(),
+                    engine.config().max_concurrent_evaluations
+                ))),
+                metering: Metering {
+                    queue_us: waited.as_micros() as u64,
+                    ..Metering::default()
+                },
+                cached: false,
+                read_clock: false,
+            };
+        };
+        let queue_us = queued.elapsed().as_micros() as u64;
+        let start = Instant::now();
+        let (result, fuel, memory_peak, cpu) = self.run(input, upstream, &read_clock);
         let metering = Metering {
             fuel,
             wall_us: start.elapsed().as_micros() as u64,
             memory_peak_bytes: memory_peak as u64,
+            cpu_us: cpu.as_micros() as u64,
+            queue_us,
         };
         match &result {
             Ok(d) => span.record("outcome", d.verdict.as_str()),
@@ -400,10 +430,11 @@ impl Rule {
         input: &Input,
         upstream: &[Upstream],
         read_clock: &Arc<AtomicBool>,
-    ) -> (Result<Decision, EvalError>, u64, usize) {
+    ) -> (Result<Decision, EvalError>, u64, usize, Duration) {
         let rule = &*self.inner;
         let limits = rule.limits;
         let started = Instant::now();
+        let cpu_start = thread_cpu_time();
         let engine = rule.pre.engine();
         let capture_bytes = engine.config().stdio_capture_bytes;
         let stdout = Capture::new(capture_bytes);
@@ -421,7 +452,7 @@ impl Rule {
                     message: format!("cannot open grant `{}`: {e:#}", g.host.display()),
                     detail: None,
                 };
-                return (Err(err), 0, 0);
+                return (Err(err), 0, 0, Duration::ZERO);
             }
         }
         let state = StoreState {
@@ -438,6 +469,25 @@ impl Rule {
         let _ = store.set_fuel(limits.fuel);
         let tick = engine.config().epoch_tick_ms;
         store.set_epoch_deadline(limits.timeout_ms.div_ceil(tick).max(1));
+        // The epoch deadline is wall time; when it passes, charge what the thread actually
+        // ran. Time the host gave to other threads is not the rule's: extend by what is left,
+        // up to the starvation backstop.
+        let backstop =
+            limits.timeout() + Duration::from_millis(engine.config().starvation_grace_ms);
+        store.epoch_deadline_callback(move |_| {
+            let cpu = thread_cpu_time().saturating_sub(cpu_start);
+            if cpu >= limits.timeout() {
+                return Err(wasmtime::Error::new(CpuDeadline));
+            }
+            let wall = started.elapsed();
+            if wall >= backstop {
+                return Err(wasmtime::Error::new(Starved { cpu, wall }));
+            }
+            let left = (limits.timeout() - cpu).as_millis() as u64;
+            Ok(wasmtime::UpdateDeadline::Continue(
+                left.div_ceil(tick).max(1),
+            ))
+        });
 
         let request = types::Request {
             facts: input.facts(&rule.reads),
@@ -458,12 +508,14 @@ impl Rule {
             .and_then(|instance| instance.call_evaluate(&mut store, &request));
 
         let fuel = limits.fuel - store.get_fuel().unwrap_or(0);
+        let cpu = thread_cpu_time().saturating_sub(cpu_start);
         let state = store.into_data();
         log_stdio(&rule.name, &stdout, &stderr);
-        // An answer after the deadline is a timeout, however the rule got there (a host call
-        // that outlasted it, say): the caller was promised one or the other in time.
-        let late = state.slept_past_deadline
-            || started.elapsed() > limits.timeout() + Duration::from_millis(tick);
+        // An answer past the deadline is a timeout, however the rule got there (a sleep that
+        // outlasted it, running between two ticks): the caller was promised one or the other.
+        // Running time is CPU time: a busy host delays answers but does not flip them.
+        let late =
+            state.slept_past_deadline || cpu > limits.timeout() + Duration::from_millis(tick);
         let result = match called {
             Ok(_) if late => Err(EvalError::Timeout {
                 deadline: limits.timeout(),
@@ -477,8 +529,56 @@ impl Rule {
             }
             Err(e) => Err(classify(e, &state, &limits, &stderr)),
         };
-        (result, fuel, state.limiter.peak)
+        (result, fuel, state.limiter.peak, cpu)
     }
+}
+
+/// The rule used up its running time (CPU time of its thread).
+#[derive(Debug)]
+struct CpuDeadline;
+
+impl std::fmt::Display for CpuDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline reached")
+    }
+}
+
+impl std::error::Error for CpuDeadline {}
+
+/// The host gave the rule too little CPU to finish within its backstop.
+#[derive(Debug)]
+struct Starved {
+    cpu: Duration,
+    wall: Duration,
+}
+
+impl std::fmt::Display for Starved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the rule got {} ms of CPU in {} ms: the host is too busy",
+            self.cpu.as_millis(),
+            self.wall.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for Starved {}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and the clock id a constant Linux and the
+    // BSDs support.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        // Without a thread clock, deadlines fall back to wall time.
+        return Duration::from_nanos(crate::sandbox::monotonic_now());
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// The host's clocks, noting that the rule read one (so its result is not cached).
@@ -519,6 +619,14 @@ fn classify(
             limit: limits.memory_bytes,
             requested,
         };
+    }
+    if e.downcast_ref::<CpuDeadline>().is_some() {
+        return EvalError::Timeout {
+            deadline: limits.timeout(),
+        };
+    }
+    if let Some(starved) = e.downcast_ref::<Starved>() {
+        return EvalError::Overloaded(starved.to_string());
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => EvalError::FuelExhausted {

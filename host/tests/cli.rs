@@ -365,6 +365,41 @@ fn keygen_pack_sign_verify_inspect() {
         None,
     );
     assert_eq!((code, out["verdict"].as_str()), (0, Some("review")));
+    assert_eq!(out["signed"], true);
+    // --trusted alone requires a signature: an unsigned bundle is refused at verify.
+    let (code, out, _) = rulebox(
+        &[
+            "--no-cache",
+            "eval",
+            "--bundle",
+            &payments(),
+            "--input",
+            &order(),
+            "--trusted",
+            &t("other.pub"),
+        ],
+        None,
+    );
+    assert_eq!((code, out["error"]["step"].as_str()), (1, Some("verify")));
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not signed"),
+        "{out}"
+    );
+    let (code, out, _) = rulebox(
+        &[
+            "--no-cache",
+            "eval",
+            "--bundle",
+            &payments(),
+            "--input",
+            &order(),
+        ],
+        None,
+    );
+    assert_eq!((code, &out["signed"]), (0, &serde_json::json!(false)));
     let (code, out, _) = rulebox(
         &[
             "--no-cache",
@@ -383,7 +418,22 @@ fn keygen_pack_sign_verify_inspect() {
 
     let (code, out, _) = rulebox(&["--no-cache", "bundle", "inspect", &t("p.tar.gz")], None);
     assert_eq!(code, 0);
-    assert_eq!(out["signed"], true);
+    assert_eq!(
+        (&out["signed"], &out["signature_file"]),
+        (&serde_json::json!(false), &serde_json::json!(true))
+    );
+    let (code, out, _) = rulebox(
+        &[
+            "--no-cache",
+            "bundle",
+            "inspect",
+            &t("p.tar.gz"),
+            "--trusted",
+            &t("other.pub"),
+        ],
+        None,
+    );
+    assert_eq!((code, &out["signed"]), (0, &serde_json::json!(true)));
     assert_eq!(
         out["layers"],
         serde_json::json!([["amount-limit", "sanctions"], ["risk"]])

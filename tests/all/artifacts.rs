@@ -28,7 +28,7 @@ fn a_restart_loads_compiled_components_from_disk() {
     let stats = warm.artifact_stats();
     assert_eq!((stats.compiled, stats.disk_hits, stats.rejected), (0, 3, 0));
     let doc = Input::from_json(r#"{"order":{"amount":20,"currency":"EUR"},"customer":{"country":"DE","age_days":900,"verified":true}}"#).unwrap();
-    assert_eq!(b.evaluate_sequential(&doc).verdict, Verdict::Allow);
+    assert_eq!(b.evaluate_sequential(&doc).unwrap().verdict, Verdict::Allow);
 }
 
 #[test]
@@ -78,8 +78,8 @@ fn corrupt_or_truncated_entries_are_recompiled() {
     engine.load(&bytes).unwrap();
     assert_eq!(engine.artifact_stats().rejected, 1);
 
-    // Checksum file missing.
-    let sum = artifact.with_extension("cwasm.sha256");
+    // Tag file missing.
+    let sum = artifact.with_extension("cwasm.mac");
     std::fs::remove_file(&sum).unwrap();
     let engine = engine_with_cache(cache.path());
     engine.load(&bytes).unwrap();

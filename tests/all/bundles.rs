@@ -181,13 +181,14 @@ fn archives_that_escape_or_overflow_are_refused() {
         source_limits: SourceLimits {
             max_total_bytes: 256 << 10,
             max_entries: 100,
+            ..SourceLimits::default()
         },
         ..Default::default()
     };
     let err = Bundle::load(engine(), &path, &small).unwrap_err();
     assert!(
         err.to_string()
-            .contains("unpacks to more than 262144 bytes"),
+            .contains("holds more than 262144 bytes (limit max_total_bytes)"),
         "{err}"
     );
     let many: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
@@ -201,6 +202,7 @@ fn archives_that_escape_or_overflow_are_refused() {
         source_limits: SourceLimits {
             max_total_bytes: 1 << 20,
             max_entries: 10,
+            ..SourceLimits::default()
         },
         ..Default::default()
     };
@@ -238,12 +240,12 @@ fn the_example_bundle_evaluates_and_passes_its_golden_cases() {
         ("payments", 3, 2)
     );
     let order = Input::from_json(
-        &std::fs::read_to_string(example_bundle("payments").join("../../../examples/order.json"))
+        std::fs::read_to_string(example_bundle("payments").join("../../../examples/order.json"))
             .unwrap(),
     )
     .unwrap();
     let rt = rt();
-    let result = rt.block_on(b.evaluate(&order));
+    let result = rt.block_on(b.evaluate(&order)).unwrap();
     assert_eq!(result.verdict, Verdict::Review);
     assert_eq!(
         result.reasons,
@@ -256,7 +258,7 @@ fn the_example_bundle_evaluates_and_passes_its_golden_cases() {
     let risk = result.rule("risk").unwrap().result.as_ref().unwrap();
     assert_eq!(risk.score, Some(67.0), "risk saw amount-limit's review");
     // Parallel and sequential evaluation agree.
-    let seq = b.evaluate_sequential(&order);
+    let seq = b.evaluate_sequential(&order).unwrap();
     assert_eq!(
         (seq.verdict, &seq.reasons),
         (result.verdict, &result.reasons)
@@ -289,7 +291,7 @@ fn a_diamond_of_dependencies_gets_the_right_upstream_data() {
     let dir = temp_bundle(&manifest);
     let b = load(dir.path()).unwrap();
     assert_eq!(b.layers(), [vec![0], vec![1, 2], vec![3]]);
-    let result = rt().block_on(b.evaluate(&input(json!({"x": 41}))));
+    let result = rt().block_on(b.evaluate(&input(json!({"x": 41})))).unwrap();
     let out = |rule: &str| {
         result
             .rule(rule)
@@ -340,7 +342,7 @@ fn combined(combine: &str, rules: &[(&str, &str)]) -> (Verdict, Vec<String>) {
     }
     let dir = temp_bundle(&manifest);
     let b = load(dir.path()).unwrap();
-    let r = b.evaluate_sequential(&input(json!({})));
+    let r = b.evaluate_sequential(&input(json!({}))).unwrap();
     (r.verdict, r.reasons)
 }
 
@@ -419,7 +421,7 @@ fn a_failed_upstream_reaches_dependents_as_its_on_error_effect() {
     .concat();
     let dir = temp_bundle(&manifest);
     let b = load(dir.path()).unwrap();
-    let r = rt().block_on(b.evaluate(&input(json!({}))));
+    let r = rt().block_on(b.evaluate(&input(json!({})))).unwrap();
     assert_eq!(
         r.rule("closed")
             .unwrap()
@@ -497,7 +499,10 @@ fn pack_fills_digests_and_the_archive_loads_like_the_directory() {
     .unwrap();
     assert!(text.starts_with("# keep this comment"), "{text}");
     let doc = input(json!({}));
-    assert_eq!(packed.evaluate_sequential(&doc).verdict, Verdict::Review);
+    assert_eq!(
+        packed.evaluate_sequential(&doc).unwrap().verdict,
+        Verdict::Review
+    );
     // Packing is reproducible.
     let again = tmp.path().join("again.tar.gz");
     bundle::pack(&src, &again, None, &SourceLimits::default()).unwrap();

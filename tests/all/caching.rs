@@ -33,7 +33,7 @@ fn one_rule(name: &str, settings: &str, cache_policy: &str) -> tempfile::TempDir
 /// Whether each evaluation of `docs` in turn was served from the cache.
 fn served(bundle: &Bundle, docs: &[serde_json::Value]) -> Vec<bool> {
     docs.iter()
-        .map(|d| bundle.evaluate_sequential(&input(d.clone())).rules[0].cached)
+        .map(|d| bundle.evaluate_sequential(&input(d.clone())).unwrap().rules[0].cached)
         .collect()
 }
 
@@ -71,8 +71,12 @@ fn intelligent_keys_on_what_the_rule_reads_and_basic_on_everything() {
         one_rule("intel", "{}", "{ strategy = \"intelligent\" }").path(),
         &c,
     );
-    let fresh = b.evaluate_sequential(&input(json!({"order": {"amount": 77}})));
-    let again = b.evaluate_sequential(&input(json!({"order": {"amount": 77}})));
+    let fresh = b
+        .evaluate_sequential(&input(json!({"order": {"amount": 77}})))
+        .unwrap();
+    let again = b
+        .evaluate_sequential(&input(json!({"order": {"amount": 77}})))
+        .unwrap();
     assert!(!fresh.rules[0].cached && again.rules[0].cached);
     assert_eq!(fresh.rules[0].result, again.rules[0].result);
     assert_eq!(again.rules[0].metering.fuel, 0);
@@ -113,6 +117,7 @@ fn settings_component_and_upstream_changes_all_miss() {
     let b = load(dir.path(), &c);
     let down = |x: i64| {
         b.evaluate_sequential(&input(json!({"order": {"amount": 1}, "x": x})))
+            .unwrap()
             .rule("down")
             .unwrap()
             .cached
@@ -147,7 +152,9 @@ fn the_byte_budget_holds_under_a_flood_of_large_results() {
     let big = "x".repeat(4000);
     for i in 0..1000 {
         // Each result echoes its ~4 KB input fact.
-        let r = b.evaluate_sequential(&input(json!({"order": {"amount": format!("{i}{big}")}})));
+        let r = b
+            .evaluate_sequential(&input(json!({"order": {"amount": format!("{i}{big}")}})))
+            .unwrap();
         assert!(r.rules[0].result.is_ok());
     }
     let stats = c.stats();
@@ -181,7 +188,7 @@ fn limit_errors_traps_and_clock_readers_are_never_cached() {
     );
     let timed = load(dir.path(), &c);
     for _ in 0..2 {
-        let r = timed.evaluate_sequential(&input(doc.clone()));
+        let r = timed.evaluate_sequential(&input(doc.clone())).unwrap();
         assert_eq!(
             r.rules[0].result.as_ref().unwrap_err().kind(),
             ErrorKind::Timeout
@@ -192,7 +199,7 @@ fn limit_errors_traps_and_clock_readers_are_never_cached() {
     let panics = load(one_rule("panics", "{ fail = \"panic\" }", "{}").path(), &c);
     assert_eq!(served(&panics, &[doc.clone(), doc.clone()]), [false, false]);
     let clock = load(one_rule("clock", "{ read_clock = true }", "{}").path(), &c);
-    let r = clock.evaluate_sequential(&input(doc.clone()));
+    let r = clock.evaluate_sequential(&input(doc.clone())).unwrap();
     assert!(r.rules[0].read_clock && r.rules[0].result.is_ok());
     assert_eq!(served(&clock, std::slice::from_ref(&doc)), [false]);
     // The rule's own errors are deterministic: cached.
@@ -289,7 +296,9 @@ fn adaptive_turns_caching_off_when_it_does_not_pay_and_tunes_ttl_when_it_does() 
         &c,
     );
     for i in 0..64 {
-        unique.evaluate_sequential(&input(json!({"order": {"amount": i}})));
+        unique
+            .evaluate_sequential(&input(json!({"order": {"amount": i}})))
+            .unwrap();
     }
     let repeated = load(
         one_rule(
@@ -301,7 +310,9 @@ fn adaptive_turns_caching_off_when_it_does_not_pay_and_tunes_ttl_when_it_does() 
         &c,
     );
     for i in 0..64 {
-        repeated.evaluate_sequential(&input(json!({"order": {"amount": i % 2}})));
+        repeated
+            .evaluate_sequential(&input(json!({"order": {"amount": i % 2}})))
+            .unwrap();
     }
     let stats = c.stats();
     let rule = |b: &str| stats.rules.iter().find(|r| r.bundle == b).unwrap().clone();
@@ -371,14 +382,14 @@ fn l2_is_shared_between_hosts_and_survives_redis_dying() {
     let (a, b) = (load(dir.path(), &host_a), load(dir.path(), &host_b));
     let doc = json!({"order": {"amount": 42}});
 
-    let first = a.evaluate_sequential(&input(doc.clone()));
+    let first = a.evaluate_sequential(&input(doc.clone())).unwrap();
     assert!(!first.rules[0].cached);
     wait_until("the write-behind to reach redis", || {
         redis.cli(&["DBSIZE"]).trim() == "1"
     });
     let key = redis.cli(&["KEYS", "*"]);
     assert!(key.starts_with("rulebox:v1:shared/r:"), "{key}");
-    let second = b.evaluate_sequential(&input(doc.clone()));
+    let second = b.evaluate_sequential(&input(doc.clone())).unwrap();
     assert!(second.rules[0].cached, "host B got host A's result");
     assert_eq!(second.rules[0].result, first.rules[0].result);
     assert_eq!(host_b.stats().l2_hits, 1);
@@ -386,14 +397,18 @@ fn l2_is_shared_between_hosts_and_survives_redis_dying() {
     // Garbage in Redis is a counted miss, never an answer.
     redis.cli(&["SET", key.trim(), "garbage"]);
     let c = l2_cache(&redis);
-    let r = load(dir.path(), &c).evaluate_sequential(&input(doc.clone()));
+    let r = load(dir.path(), &c)
+        .evaluate_sequential(&input(doc.clone()))
+        .unwrap();
     assert!(!r.rules[0].cached && r.rules[0].result.is_ok());
     assert_eq!(c.stats().l2.unwrap().garbage, 1);
 
     // Redis dies: evaluations keep succeeding, errors are counted, the breaker opens.
     redis.kill();
     for i in 0..20 {
-        let r = a.evaluate_sequential(&input(json!({"order": {"amount": 1000 + i}})));
+        let r = a
+            .evaluate_sequential(&input(json!({"order": {"amount": 1000 + i}})))
+            .unwrap();
         assert!(r.rules[0].result.is_ok());
     }
     let l2 = host_a.stats().l2.unwrap();
@@ -404,7 +419,8 @@ fn l2_is_shared_between_hosts_and_survives_redis_dying() {
     // Redis is back: after the open period the breaker lets requests through and closes.
     redis.restart();
     wait_until("the breaker to close", || {
-        a.evaluate_sequential(&input(json!({"order": {"amount": 7}})));
+        a.evaluate_sequential(&input(json!({"order": {"amount": 7}})))
+            .unwrap();
         host_a.stats().l2.unwrap().breaker == "closed"
     });
     // Writes resume (one queued while the breaker was still open may be dropped: it is a
@@ -412,17 +428,20 @@ fn l2_is_shared_between_hosts_and_survives_redis_dying() {
     let mut amount = 9000;
     wait_until("writes to resume", || {
         amount += 1;
-        a.evaluate_sequential(&input(json!({"order": {"amount": amount}})));
+        a.evaluate_sequential(&input(json!({"order": {"amount": amount}})))
+            .unwrap();
         std::thread::sleep(Duration::from_millis(20));
         redis.cli(&["DBSIZE"]).trim() != "0"
     });
     let errors = host_a.stats().l2.unwrap().errors;
     assert!(
         b.evaluate_sequential(&input(json!({"order": {"amount": amount}})))
+            .unwrap()
             .rules[0]
             .cached
     );
-    a.evaluate_sequential(&input(json!({"order": {"amount": 1}})));
+    a.evaluate_sequential(&input(json!({"order": {"amount": 1}})))
+        .unwrap();
     assert_eq!(
         host_a.stats().l2.unwrap().errors,
         errors,
@@ -441,6 +460,7 @@ fn a_slow_redis_costs_a_timeout_not_an_outage() {
     let b = load(one_rule("slow-redis", "{}", "{}").path(), &c);
     assert!(
         b.evaluate_sequential(&input(json!({"order": {"amount": 1}})))
+            .unwrap()
             .rules[0]
             .result
             .is_ok()
@@ -456,7 +476,9 @@ fn a_slow_redis_costs_a_timeout_not_an_outage() {
     std::thread::sleep(Duration::from_millis(100));
     let start = std::time::Instant::now();
     for i in 0..5 {
-        let r = b.evaluate_sequential(&input(json!({"order": {"amount": 100 + i}})));
+        let r = b
+            .evaluate_sequential(&input(json!({"order": {"amount": 100 + i}})))
+            .unwrap();
         assert!(r.rules[0].result.is_ok() && !r.rules[0].cached);
     }
     let took = start.elapsed();

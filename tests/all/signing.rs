@@ -92,7 +92,43 @@ fn a_wrong_key_or_no_signature_is_refused() {
         "[[signature]]\nkey = \"zz\"\nsig = \"zz\"\n",
     )
     .unwrap();
-    assert!(refused(unsigned.path(), &required(&[key.public()])).contains("untrusted key"));
+    // A malformed entry is named for what is wrong with it.
+    assert!(
+        refused(unsigned.path(), &required(&[key.public()]))
+            .contains("bundle.sig: signature #1: `key` holds 'z', not 64 hex digits")
+    );
+    std::fs::write(
+        unsigned.path().join("bundle.sig"),
+        format!(
+            "[[signature]]\nkey = \"{}\"\nsig = \"not-hex\"\n",
+            key.public().to_hex()
+        ),
+    )
+    .unwrap();
+    let err = refused(unsigned.path(), &required(&[key.public()]));
+    assert!(
+        err.contains("`sig` holds 'n', not 128 hex digits") && !err.contains("altered"),
+        "{err}"
+    );
+    std::fs::write(
+        unsigned.path().join("bundle.sig"),
+        format!(
+            "[[signature]]\nkey = \"{}\"\nsig = \"abcd\"\n",
+            key.public().to_hex()
+        ),
+    )
+    .unwrap();
+    assert!(refused(unsigned.path(), &required(&[key.public()])).contains("`sig` has 4 digits"));
+    // Trusting a key requires a signature, without --require-signature.
+    std::fs::remove_file(unsigned.path().join("bundle.sig")).unwrap();
+    let trusting = LoadOptions {
+        trusted_keys: vec![key.public()],
+        ..Default::default()
+    };
+    assert!(refused(unsigned.path(), &trusting).contains("the bundle is not signed"));
+    // Requiring a signature while trusting no key refuses every bundle, saying why.
+    let dir = signed_dir(&key);
+    assert!(refused(dir.path(), &required(&[])).contains("no key is trusted"));
     std::fs::write(unsigned.path().join("bundle.sig"), "garbage = ").unwrap();
     assert!(refused(unsigned.path(), &required(&[key.public()])).contains("bundle.sig"));
 }

@@ -109,15 +109,20 @@ enum BundleCommand {
     Inspect {
         /// The bundle directory or archive.
         bundle: PathBuf,
+        /// A trusted public key file (repeatable): the signature is then checked and
+        /// `signed` says whether it is valid.
+        #[arg(long)]
+        trusted: Vec<PathBuf>,
     },
 }
 
 #[derive(Args)]
 struct BundleLoadArgs {
-    /// A trusted public key file (repeatable); a signature present is then checked.
+    /// A trusted public key file (repeatable); the bundle must then carry a valid signature
+    /// by one of them.
     #[arg(long)]
     trusted: Vec<PathBuf>,
-    /// Refuse bundles without a valid signature by a trusted key.
+    /// Refuse bundles without a valid signature by a trusted key (implied by --trusted).
     #[arg(long)]
     require_signature: bool,
     /// Use this Redis as the shared result cache (per the bundle's cache policies).
@@ -249,7 +254,20 @@ fn run(command: Command, cache_dir: Option<PathBuf>) -> Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
             };
-            let result = runtime()?.block_on(bundle.evaluate(&input));
+            let result = match runtime()?.block_on(bundle.evaluate(&input)) {
+                Ok(result) => result,
+                Err(e) => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({
+                            "bundle": e.bundle,
+                            "ok": false,
+                            "error": { "kind": rulebox::ErrorKind::Overloaded, "message": e.to_string(), "rules": e.rules },
+                        }))?
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            };
             println!("{}", serde_json::to_string_pretty(&result.to_json())?);
             if let Some(cache) = &options.cache
                 && !cache.flush(Duration::from_secs(1))
@@ -480,9 +498,19 @@ fn bundle_command(
                 }
             }
         }
-        BundleCommand::Inspect { bundle: path } => {
+        BundleCommand::Inspect {
+            bundle: path,
+            trusted,
+        } => {
             let engine = engine()?;
-            match Bundle::load(&engine, &path, &LoadOptions::default()) {
+            let options = LoadOptions {
+                trusted_keys: trusted
+                    .iter()
+                    .map(|p| TrustedKey::from_file(p))
+                    .collect::<Result<Vec<_>, _>>()?,
+                ..LoadOptions::default()
+            };
+            match Bundle::load(&engine, &path, &options) {
                 Ok(b) => {
                     let rules: Vec<_> = b.rules().iter().map(|r| serde_json::json!({
                         "name": r.rule.name(),
@@ -507,7 +535,9 @@ fn bundle_command(
                             "digest": b.digest(),
                             "combine": b.manifest().bundle.combine,
                             "valid": true,
-                            "signed": b.source().files().contains_key(bundle::SIGNATURE_FILE),
+                            // Verified against --trusted keys; without them, not checked.
+                            "signed": b.signed_by().is_some(),
+                            "signature_file": b.source().files().contains_key(bundle::SIGNATURE_FILE),
                             "rules": rules,
                             "layers": layers,
                             "tests": b.manifest().tests.len(),
@@ -541,17 +571,30 @@ fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Reads the input through the size limit (a larger file is not read whole) and parses it
+/// without copying the text again.
 fn read_input(spec: &str) -> Result<Input> {
-    let text = if spec == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading input from stdin")?;
-        s
+    let max = Input::DEFAULT_MAX_BYTES;
+    let reader: Box<dyn Read> = if spec == "-" {
+        Box::new(std::io::stdin())
     } else {
-        std::fs::read_to_string(spec).with_context(|| format!("reading input {spec}"))?
+        Box::new(std::fs::File::open(spec).with_context(|| format!("reading input {spec}"))?)
     };
-    Input::from_json(&text).with_context(|| format!("input {spec}"))
+    let mut bytes = Vec::new();
+    reader
+        .take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading input {spec}"))?;
+    if bytes.len() > max {
+        anyhow::bail!("input {spec}: larger than the limit of {max} bytes");
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "input {spec}: not UTF-8 (at byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    Input::from_json(text).with_context(|| format!("input {spec}"))
 }
 
 /// Usage problems are `Err` (exit 2); a component that is not a rule is `Ok(Err)` (exit 1,

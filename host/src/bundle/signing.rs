@@ -122,37 +122,47 @@ impl SignatureFile {
 }
 
 /// Checks that `source` carries a valid signature by one of `trusted`. Returns the key that
-/// signed it.
+/// signed it. A malformed entry is named for what is wrong with it, never taken for an
+/// altered bundle.
 pub fn verify(source: &BundleSource, trusted: &[TrustedKey]) -> Result<TrustedKey, SignatureError> {
     if !source.files().contains_key(super::source::SIGNATURE_FILE) {
         return Err(SignatureError(
             "the bundle is not signed (no bundle.sig)".into(),
         ));
     }
+    if trusted.is_empty() {
+        return Err(SignatureError(
+            "signatures are required but no key is trusted: pass the signers' public keys".into(),
+        ));
+    }
     let text = source
         .read(super::source::SIGNATURE_FILE)
         .map_err(|e| SignatureError(e.0))?;
-    let file = SignatureFile::parse(&String::from_utf8_lossy(&text))?;
+    let text =
+        String::from_utf8(text).map_err(|_| SignatureError("bundle.sig is not UTF-8".into()))?;
+    let file = SignatureFile::parse(&text)?;
     if file.signature.is_empty() {
         return Err(SignatureError("bundle.sig holds no signature".into()));
     }
     let listing = source.canonical_listing();
     let mut known_key_failed = false;
-    for entry in &file.signature {
-        let Some(key) = trusted
-            .iter()
-            .find(|k| k.to_hex() == entry.key.to_ascii_lowercase())
-        else {
+    for (n, entry) in file.signature.iter().enumerate() {
+        let at = format!("bundle.sig: signature #{}", n + 1);
+        let key: [u8; 32] = decode_hex(&entry.key)
+            .map_err(|why| SignatureError(format!("{at}: `key` {why}, not 64 hex digits")))?;
+        let sig: [u8; 64] = decode_hex(&entry.sig)
+            .map_err(|why| SignatureError(format!("{at}: `sig` {why}, not 128 hex digits")))?;
+        let Some(key) = trusted.iter().find(|k| k.0.as_bytes() == &key) else {
             continue;
         };
-        let sig = hex::decode(&entry.sig)
-            .ok()
-            .and_then(|b| <[u8; 64]>::try_from(b).ok())
-            .map(|b| Signature::from_bytes(&b));
-        match sig {
-            Some(sig) if key.0.verify(listing.as_bytes(), &sig).is_ok() => return Ok(key.clone()),
-            _ => known_key_failed = true,
+        if key
+            .0
+            .verify(listing.as_bytes(), &Signature::from_bytes(&sig))
+            .is_ok()
+        {
+            return Ok(key.clone());
         }
+        known_key_failed = true;
     }
     Err(SignatureError(if known_key_failed {
         "the signature does not match the bundle's content: it was altered after signing".into()
@@ -160,6 +170,20 @@ pub fn verify(source: &BundleSource, trusted: &[TrustedKey]) -> Result<TrustedKe
         let keys: Vec<String> = file.signature.iter().map(|e| short(&e.key)).collect();
         format!("signed by an untrusted key ({})", keys.join(", "))
     }))
+}
+
+/// Exactly `N` bytes of hex, or what is wrong with the text.
+fn decode_hex<const N: usize>(text: &str) -> Result<[u8; N], String> {
+    if let Some(c) = text.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!("holds {c:?}"));
+    }
+    if text.len() != 2 * N {
+        return Err(format!("has {} digits", text.len()));
+    }
+    let bytes = hex::decode(text).map_err(|e| e.to_string())?;
+    bytes
+        .try_into()
+        .map_err(|_| "has the wrong length".to_owned())
 }
 
 fn short(key: &str) -> String {
