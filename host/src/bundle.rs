@@ -366,8 +366,9 @@ impl Bundle {
             for &i in layer {
                 let upstream = self.upstream_of(i, &evals);
                 evals[i] = Some(self.rules[i].evaluate(input, &upstream));
+                // No verdict can come of it: do not make the rest wait for slots too.
+                self.check_overload(&[i], &evals)?;
             }
-            self.check_overload(layer, &evals)?;
         }
         Ok(self.finish(evals, start))
     }

@@ -158,6 +158,39 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
     assert!(err.contains("limits.memory_bytes"), "{err}");
     let (code, _, _) = rulebox(&["eval", "--bogus"], None);
     assert_eq!(code, 2);
+    // A duplicate key: a proxy would read one amount, the rule another.
+    let (code, _, err) = rulebox(
+        &[
+            "eval",
+            "--rule",
+            &rule,
+            "--input",
+            "-",
+            "--reads",
+            "order.amount",
+        ],
+        Some(r#"{"order": {"amount": 999999, "currency": "EUR", "amount": 20}}"#),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("duplicate key `amount`"), "{err}");
+    // A byte-order mark is skipped.
+    let (code, out, err) = rulebox(
+        &[
+            "eval",
+            "--rule",
+            &rule,
+            "--input",
+            "-",
+            "--reads",
+            "order.amount",
+        ],
+        Some("\u{feff}{\"order\": {\"amount\": 20}}"),
+    );
+    assert_eq!(
+        (code, out["decision"]["verdict"].as_str()),
+        (0, Some("allow")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod artifacts;
 mod bundles;
 mod caching;
 mod examples;
+mod hardening;
 mod hostile;
 mod hotload;
 mod loading;
