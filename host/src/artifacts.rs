@@ -137,7 +137,14 @@ impl Artifacts {
             && let Err(e) = component
                 .serialize()
                 .map_err(|e| e.to_string())
-                .and_then(|code| write_entry(&art, &sum, &code, &self.tag(digest, &code)))
+                .and_then(|code| {
+                    write_entry(
+                        &art,
+                        &sum,
+                        &code,
+                        &hex::encode(self.mac(digest, &code).finalize().into_bytes()),
+                    )
+                })
         {
             tracing::warn!(path = %art.display(), "cannot write compiled-component cache entry: {e}");
         }
@@ -154,13 +161,13 @@ impl Artifacts {
 impl Artifacts {
     /// HMAC-SHA256 under the directory's key over the component digest, the engine
     /// compatibility hash and the code: valid only for this component on this engine.
-    fn tag(&self, digest: &[u8; 32], code: &[u8]) -> String {
+    fn mac(&self, digest: &[u8; 32], code: &[u8]) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
         mac.update(b"rulebox-artifact-v1\0");
         mac.update(digest);
         mac.update(self.compat.as_bytes());
         mac.update(code);
-        hex::encode(mac.finalize().into_bytes())
+        mac
     }
 
     /// `Ok(None)`: no entry. `Err`: an entry that must not be used.
@@ -171,27 +178,26 @@ impl Artifacts {
         digest: &[u8; 32],
     ) -> Result<Option<Vec<u8>>, String> {
         let code = match read_bounded(art, MAX_ARTIFACT_BYTES) {
-            Ok(code) => code,
+            Ok((code, _)) => code,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.to_string()),
         };
-        let expected = read_bounded(sum, 128).map_err(|e| format!("no tag: {e}"))?;
-        let expected = String::from_utf8_lossy(&expected);
-        let actual = self.tag(digest, &code);
-        // Both are hex of a MAC: comparing them in constant time is moot once computed.
-        if expected.trim() != actual {
-            return Err(
-                "tag mismatch (truncated, altered, planted, or written under another key)".into(),
-            );
-        }
+        let (tag, _) = read_bounded(sum, 128).map_err(|e| format!("no tag: {e}"))?;
+        let tag = hex::decode(String::from_utf8_lossy(&tag).trim())
+            .map_err(|_| "the tag is not hex".to_owned())?;
+        self.mac(digest, &code).verify_slice(&tag).map_err(|_| {
+            "tag mismatch (truncated, altered, planted, or written under another key)".to_owned()
+        })?;
         Ok(Some(code))
     }
 }
 
-/// Reads a regular file (no links, FIFOs or devices; never blocks) of at most `max` bytes.
-fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+/// Reads a regular file (no links, FIFOs or devices; never blocks) of at most `max` bytes;
+/// also returns the metadata of the file that was read.
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
     let file = open_regular(path)?;
-    let len = file.metadata()?.len();
+    let meta = file.metadata()?;
+    let len = meta.len();
     if len > max {
         return Err(std::io::Error::other(format!(
             "{len} bytes, over the bound of {max}"
@@ -202,7 +208,7 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     if out.len() as u64 > max {
         return Err(std::io::Error::other("grew past its bound while read"));
     }
-    Ok(out)
+    Ok((out, meta))
 }
 
 /// Creates or checks the cache directory and returns its key.
@@ -237,11 +243,12 @@ fn open_dir(dir: &Path) -> Result<[u8; 32], String> {
     let path = dir.join("key");
     for _ in 0..2 {
         match read_bounded(&path, 128) {
-            Ok(text) => {
+            Ok((text, meta)) => {
+                #[cfg(not(unix))]
+                let _ = meta;
                 #[cfg(unix)]
                 {
                     use std::os::unix::fs::MetadataExt;
-                    let meta = std::fs::metadata(&path).map_err(|e| e.to_string())?;
                     if meta.mode() & 0o077 != 0 {
                         return Err(format!(
                             "{} is readable or writable by other users (mode {:o}): remove it (a new key is made) or `chmod 600` it",

@@ -85,7 +85,8 @@ impl BundleError {
     }
 }
 
-/// A compile-progress callback: (rules done, rules in all, the rule just done).
+/// A compile-progress callback: (components done, distinct components in all, a rule that
+/// uses the one just done). Rules sharing a component compile it once.
 pub type Progress = Arc<dyn Fn(usize, usize, &str) + Send + Sync>;
 
 /// How bundles are checked when loaded.
@@ -99,7 +100,7 @@ pub struct LoadOptions {
     pub require_signature: bool,
     /// Limits on the bundle's files.
     pub source_limits: SourceLimits,
-    /// Called after each rule compiles: (done, total, rule name).
+    /// Called after each distinct component compiles: (done, total, a rule using it).
     pub progress: Option<Progress>,
     /// The result cache the bundle's rules use, per their `cache` policies. Default: none.
     pub cache: Option<Arc<ResultCache>>,

@@ -120,9 +120,9 @@ pub struct EngineConfig {
     /// How many rule instances may be alive at once (the pooling allocator's slots).
     /// Evaluations beyond this fail fast instead of allocating. Default 128.
     pub max_instances: u32,
-    /// Evaluations running at once, engine-wide; more wait for a slot (FIFO-ish), so a burst
-    /// queues instead of slicing the CPUs so thin that every rule runs late. Default: the
-    /// number of CPUs.
+    /// Evaluations running at once, engine-wide; more wait for a slot (in no guaranteed
+    /// order), so a burst queues instead of slicing the CPUs so thin that every rule runs
+    /// late. At most `max_instances`. Default: the number of CPUs, at most 128.
     pub max_concurrent_evaluations: usize,
     /// How long an evaluation may wait for a slot, in milliseconds, before it ends as
     /// `overloaded` (the host's condition: never cached, never a rule's deny). Default 1000.
@@ -157,7 +157,10 @@ impl Default for EngineConfig {
                 output_bytes: 16 << 20,
             },
             max_instances: 128,
-            max_concurrent_evaluations: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            // Within the default max_instances, on any machine.
+            max_concurrent_evaluations: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(128),
             queue_timeout_ms: 1000,
             starvation_grace_ms: 1000,
             epoch_tick_ms: 1,
@@ -199,11 +202,16 @@ impl EngineConfig {
                 ),
             ));
         }
-        if self.queue_timeout_ms > 3_600_000 || self.starvation_grace_ms > 3_600_000 {
-            return Err(ConfigError::new(
-                "queue_timeout_ms",
-                "queue_timeout_ms and starvation_grace_ms must be at most an hour",
-            ));
+        for (field, ms) in [
+            ("queue_timeout_ms", self.queue_timeout_ms),
+            ("starvation_grace_ms", self.starvation_grace_ms),
+        ] {
+            if ms > 3_600_000 {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{ms} is more than an hour (3600000)"),
+                ));
+            }
         }
         if self.epoch_tick_ms == 0 || self.epoch_tick_ms > 1000 {
             return Err(ConfigError::new(
@@ -242,6 +250,26 @@ mod tests {
         let err = config.validate().unwrap_err();
         assert_eq!(err.field, "default_limits.timeout_ms");
         assert!(err.message.contains("above the host's maximum"), "{err}");
+    }
+
+    #[test]
+    fn admission_settings_name_their_field() {
+        let config = EngineConfig {
+            starvation_grace_ms: 4_000_000,
+            ..EngineConfig::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "starvation_grace_ms: 4000000 is more than an hour (3600000)"
+        );
+        let config = EngineConfig {
+            max_concurrent_evaluations: 129,
+            ..EngineConfig::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "max_concurrent_evaluations"
+        );
     }
 
     #[test]

@@ -89,8 +89,9 @@ impl Engine {
             .acquire(Duration::from_millis(self.inner.config.queue_timeout_ms))
     }
 
-    /// Evaluations running now, and waiting for a slot.
-    pub fn load_now(&self) -> (usize, usize) {
+    /// Evaluations running now, and evaluations waiting for a slot (see
+    /// [`EngineConfig::max_concurrent_evaluations`]).
+    pub fn evaluations_now(&self) -> (usize, usize) {
         let state = self.inner.admission.lock();
         (state.running, state.waiting)
     }
@@ -313,8 +314,15 @@ impl Admission {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        self.0.lock().running -= 1;
-        self.0.freed.notify_one();
+        let waiting = {
+            let mut state = self.0.lock();
+            state.running -= 1;
+            state.waiting
+        };
+        // On the hot path no one waits: skip the wake-up (a futex call each time).
+        if waiting > 0 {
+            self.0.freed.notify_one();
+        }
     }
 }
 

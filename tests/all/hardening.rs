@@ -189,6 +189,29 @@ fn a_component_swapped_during_loads_never_runs_unsigned() {
     println!("swap race: {loaded} loads verified, {refused} refused");
 }
 
+/// The path an admin passes may be a link (`current.tar.gz -> v3.tar.gz`); only links inside
+/// a bundle are refused.
+#[test]
+fn a_bundle_reached_through_a_link_loads_but_links_inside_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_bundle(&tmp.path().join("v3"), MANIFEST);
+    bundle::pack(
+        &tmp.path().join("v3"),
+        &tmp.path().join("v3.tar.gz"),
+        None,
+        &SourceLimits::default(),
+    )
+    .unwrap();
+    for (link, target) in [("current", "v3"), ("current.tar.gz", "v3.tar.gz")] {
+        std::os::unix::fs::symlink(tmp.path().join(target), tmp.path().join(link)).unwrap();
+        let b = Bundle::load(engine(), &tmp.path().join(link), &LoadOptions::default()).unwrap();
+        assert_eq!(b.origin(), tmp.path().join(link));
+    }
+    std::os::unix::fs::symlink("/etc", tmp.path().join("v3/data/etc")).unwrap();
+    let err = open_err(&tmp.path().join("current"), &SourceLimits::default());
+    assert_eq!(err, "data/etc: links are not allowed in a bundle");
+}
+
 // 4. Bounded memory and time while reading an archive.
 #[test]
 fn oversized_extension_headers_are_refused_before_reading() {
@@ -624,6 +647,11 @@ fn a_full_host_is_overloaded_not_a_deny_and_recovers() {
         move || hog.evaluate(&input)
     });
     std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        engine.evaluations_now(),
+        (1, 0),
+        "the hog holds the only slot"
+    );
     // The bundle fails closed (on_error = deny) but overload is not the rule's failure.
     let err = b.evaluate_sequential(&input).unwrap_err();
     assert_eq!(err.rules, ["r0"]);

@@ -183,32 +183,25 @@ impl<'a> Snapshot<'a> {
             .create_new(true)
             .open(&target)
             .map_err(|e| SourceError(format!("snapshotting {name}: {e}")))?;
-        let mut hasher = Sha256::new();
-        let mut copied = 0u64;
-        let mut buf = vec![0u8; 64 << 10];
+        let mut hashed = Hashing {
+            out: &mut out,
+            hasher: Sha256::new(),
+        };
         // One byte past the budget is enough to know it is over: sizes can lie.
-        let mut limited = content.take(budget + 1);
-        loop {
-            let n = match limited.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if e.to_string().contains(OVER_BUDGET) => {
-                    return Err(SourceError(OVER_BUDGET.into()));
-                }
-                Err(e) => return Err(SourceError(format!("reading {name}: {e}"))),
-            };
-            copied += n as u64;
-            if copied > budget {
-                return Err(self.over_size());
+        let copied = match std::io::copy(&mut content.take(budget + 1), &mut hashed) {
+            Ok(n) => n,
+            Err(e) if e.to_string().contains(OVER_BUDGET) => {
+                return Err(SourceError(OVER_BUDGET.into()));
             }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])
-                .map_err(|e| SourceError(format!("snapshotting {name}: {e}")))?;
+            Err(e) => return Err(SourceError(format!("copying {name}: {e}"))),
+        };
+        if copied > budget {
+            return Err(self.over_size());
         }
+        let digest = hashed.hasher.finalize().into();
         self.total += copied;
         self.add_parents(name);
-        self.files.insert(name.to_owned(), hasher.finalize().into());
+        self.files.insert(name.to_owned(), digest);
         self.sizes.insert(name.to_owned(), copied);
         Ok(())
     }
@@ -227,19 +220,28 @@ impl<'a> Snapshot<'a> {
 
 impl BundleSource {
     /// Reads a bundle directory or `.tar.gz` archive into a private snapshot.
+    ///
+    /// The path given is resolved once (a `current -> v3.tar.gz` link is the admin's choice);
+    /// inside the bundle no link is ever followed.
     pub fn open(path: &Path, limits: &SourceLimits) -> Result<BundleSource, SourceError> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| SourceError(format!("cannot read bundle {}: {e}", path.display())))?;
-        if meta.is_dir() {
-            Self::from_dir(path, limits)
+        let cannot =
+            |e: std::io::Error| SourceError(format!("cannot read bundle {}: {e}", path.display()));
+        let real = std::fs::canonicalize(path).map_err(cannot)?;
+        let meta = std::fs::metadata(&real).map_err(cannot)?;
+        let source = if meta.is_dir() {
+            Self::from_dir(&real, limits)
         } else if meta.is_file() {
-            Self::from_archive(path, limits)
+            Self::from_archive(&real, path, limits)
         } else {
             Err(SourceError(format!(
                 "{} is neither a directory nor a .tar.gz file",
                 path.display()
             )))
-        }
+        };
+        source.map(|mut s| {
+            s.origin = path.to_owned();
+            s
+        })
     }
 
     fn from_dir(root: &Path, limits: &SourceLimits) -> Result<BundleSource, SourceError> {
@@ -280,8 +282,13 @@ impl BundleSource {
         Ok(snap.finish(root))
     }
 
-    fn from_archive(path: &Path, limits: &SourceLimits) -> Result<BundleSource, SourceError> {
-        let file = open_regular(path)
+    /// Reads the archive at `real`; errors name it as the caller did, `path`.
+    fn from_archive(
+        real: &Path,
+        path: &Path,
+        limits: &SourceLimits,
+    ) -> Result<BundleSource, SourceError> {
+        let file = open_regular(real)
             .map_err(|e| SourceError(format!("cannot read bundle {}: {e}", path.display())))?;
         let not_tar_gz = |e: std::io::Error| {
             SourceError(format!("{} is not a valid .tar.gz: {e}", path.display()))
@@ -506,6 +513,23 @@ fn pax_path_of(data: &[u8]) -> Result<Option<Vec<u8>>, SourceError> {
         }
     }
     Ok(path)
+}
+
+/// Writes through to `out`, hashing what it writes.
+struct Hashing<'a, W> {
+    out: &'a mut W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for Hashing<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// A reader that fails once more than `left` bytes have come through.
