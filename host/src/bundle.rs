@@ -7,15 +7,14 @@ mod signing;
 mod source;
 
 pub use manifest::{
-    BundleSection, CachePolicy, CacheStrategy, Combine, GrantSection, Manifest, ManifestError,
-    OnError, RuleSection, TestCase,
+    BundleSection, Combine, GrantSection, Manifest, ManifestError, OnError, RuleSection, TestCase,
 };
-pub use pack::{pack, sign_dir, write_archive};
+pub use pack::{pack, sign, write_archive};
 pub use signing::{SecretKey, SignatureEntry, SignatureError, SignatureFile, TrustedKey, verify};
 pub(crate) use source::open_regular;
 pub use source::{BundleSource, MANIFEST_FILE, SIGNATURE_FILE, SourceError, SourceLimits};
 
-use crate::cache::{ResultCache, RuleCache};
+use crate::cache::{CachePolicy, ResultCache, RuleCache};
 use crate::config::LimitsOverride;
 use crate::engine::Engine;
 use crate::error::{ErrorKind, EvalError, LoadError};
@@ -71,6 +70,17 @@ pub enum BundleError {
         /// The first failure, described.
         first: Option<String>,
     },
+}
+
+/// `{"step": "read", "message": "..."}`: what the CLI and the server print.
+impl Serialize for BundleError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("step", &self.step())?;
+        map.serialize_entry("message", &self.to_string())?;
+        map.end()
+    }
 }
 
 impl BundleError {
@@ -266,6 +276,39 @@ impl Bundle {
     /// Where the bundle was loaded from.
     pub fn origin(&self) -> &Path {
         self.source.origin()
+    }
+
+    /// What the bundle holds, for people and tools: `rulebox bundle inspect` prints it.
+    pub fn describe(&self) -> BundleDescription {
+        let name = |i: usize| self.rules[i].rule.name().to_owned();
+        BundleDescription {
+            bundle: self.name().to_owned(),
+            revision: self.revision().to_owned(),
+            digest: self.digest.clone(),
+            combine: self.manifest.bundle.combine,
+            signed: self.signed_by.is_some(),
+            signature_file: self.source.files().contains_key(SIGNATURE_FILE),
+            rules: self
+                .rules
+                .iter()
+                .map(|r| RuleDescription {
+                    name: r.rule.name().to_owned(),
+                    component_sha256: r.rule.pre().digest_hex(),
+                    reads: r.rule.reads().to_strings(),
+                    depends_on: r.depends_on.iter().map(|&d| name(d)).collect(),
+                    limits: *r.rule.limits(),
+                    on_error: r.on_error,
+                    cache: r.cache,
+                    tests: r.tests.len(),
+                })
+                .collect(),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| l.iter().map(|&i| name(i)).collect())
+                .collect(),
+            tests: self.manifest.tests.len(),
+        }
     }
 
     /// Evaluates the bundle: the rules of each dependency layer run concurrently on tokio's
@@ -779,8 +822,21 @@ pub struct Overloaded {
     pub message: String,
 }
 
-/// The result of evaluating a bundle.
-#[derive(Clone, Debug)]
+/// `{"kind": "overloaded", "message": "...", "rules": [...]}`.
+impl Serialize for Overloaded {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("kind", &ErrorKind::Overloaded)?;
+        map.serialize_entry("message", &self.to_string())?;
+        map.serialize_entry("rules", &self.rules)?;
+        map.end()
+    }
+}
+
+/// The result of evaluating a bundle. Its JSON form (`Serialize`) is what
+/// `rulebox eval --bundle` and the server print.
+#[derive(Clone, Debug, Serialize)]
 pub struct BundleResult {
     /// The bundle's name.
     pub bundle: String,
@@ -792,24 +848,16 @@ pub struct BundleResult {
     pub verdict: Verdict,
     /// The reasons that decided it, each prefixed by its rule's name.
     pub reasons: Vec<String>,
-    /// Every rule's evaluation, in manifest order.
-    pub rules: Vec<Evaluation>,
     /// Wall time of the whole evaluation, in microseconds.
     pub wall_us: u64,
+    /// Every rule's evaluation, in manifest order.
+    pub rules: Vec<Evaluation>,
 }
 
 impl BundleResult {
-    /// The JSON form used by `rulebox eval --bundle` and the server.
+    /// The JSON form (see the `Serialize` impl) as a value.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "bundle": self.bundle,
-            "revision": self.revision,
-            "signed": self.signed,
-            "verdict": self.verdict,
-            "reasons": self.reasons,
-            "wall_us": self.wall_us,
-            "rules": self.rules.iter().map(Evaluation::to_json).collect::<Vec<_>>(),
-        })
+        serde_json::to_value(self).unwrap_or_default()
     }
 
     /// The evaluation of the rule named `rule`.
@@ -829,6 +877,51 @@ impl BundleResult {
             })
             .collect()
     }
+}
+
+/// What a loaded bundle holds ([`Bundle::describe`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BundleDescription {
+    /// The bundle's name.
+    pub bundle: String,
+    /// Its revision.
+    pub revision: String,
+    /// SHA-256 of its canonical file listing.
+    pub digest: String,
+    /// How its rules' decisions combine.
+    pub combine: Combine,
+    /// Whether its signature was verified against a trusted key (false when no key was
+    /// given: then it was not checked).
+    pub signed: bool,
+    /// Whether it carries a `bundle.sig`.
+    pub signature_file: bool,
+    /// Its rules, in manifest order.
+    pub rules: Vec<RuleDescription>,
+    /// The dependency layers, by rule name: each layer's rules run concurrently.
+    pub layers: Vec<Vec<String>>,
+    /// Bundle-level golden cases.
+    pub tests: usize,
+}
+
+/// One rule of a [`BundleDescription`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleDescription {
+    /// The rule's name.
+    pub name: String,
+    /// SHA-256 of its component.
+    pub component_sha256: String,
+    /// What it reads.
+    pub reads: Vec<String>,
+    /// The rules it depends on.
+    pub depends_on: Vec<String>,
+    /// The limits it runs under (bundle defaults applied).
+    pub limits: crate::config::Limits,
+    /// What its failure counts as.
+    pub on_error: OnError,
+    /// Its result-cache policy.
+    pub cache: CachePolicy,
+    /// Its golden cases.
+    pub tests: usize,
 }
 
 /// The outcome of a bundle's golden cases.

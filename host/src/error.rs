@@ -136,6 +136,17 @@ pub enum EvalError {
     Overloaded(String),
 }
 
+/// `{"kind": "...", "message": "..."}`: what the CLI and the server print.
+impl Serialize for EvalError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("kind", &self.kind())?;
+        map.serialize_entry("message", &self.to_string())?;
+        map.end()
+    }
+}
+
 impl EvalError {
     /// The kind, for branching and for JSON.
     pub fn kind(&self) -> ErrorKind {
@@ -188,6 +199,13 @@ pub enum LoadError {
     /// The linker could not satisfy the component's imports.
     #[error("component cannot be linked in the rule sandbox: {0}")]
     Link(String),
+}
+
+/// `{"kind": "incompatible-component", "message": "..."}`, as the evaluation it prevents.
+impl Serialize for LoadError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        EvalError::Incompatible(self.clone()).serialize(s)
+    }
 }
 
 /// Bad configuration, named by the field at fault.

@@ -53,6 +53,29 @@ impl Input {
         Ok(input)
     }
 
+    /// Reads and parses a document from `reader`, reading at most `max_bytes` (a larger
+    /// document is refused without being read whole).
+    pub fn from_reader(reader: impl std::io::Read, max_bytes: usize) -> Result<Input, InputError> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        reader
+            .take(max_bytes as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| InputError(format!("cannot read the document: {e}")))?;
+        if bytes.len() > max_bytes {
+            return Err(InputError(format!(
+                "the document is larger than the limit of {max_bytes} bytes"
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            InputError(format!(
+                "the document is not UTF-8 (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        Self::from_json_limited(text, max_bytes)
+    }
+
     /// Wraps an already parsed document. It must be a JSON object.
     pub fn from_value(value: serde_json::Value) -> Result<Input, InputError> {
         if !value.is_object() {

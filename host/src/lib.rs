@@ -46,6 +46,7 @@
 //! - `bindings`: the one `bindgen!` over the WIT.
 
 mod artifacts;
+mod bench;
 mod bindings;
 pub mod bundle;
 mod cache;
@@ -58,13 +59,19 @@ mod rule;
 mod sandbox;
 
 pub use artifacts::ArtifactStats;
+pub use bench::{BenchReport, Outcome};
 pub use bundle::{Bundle, BundleError, BundleResult, LoadOptions, LoadStep, Overloaded};
-pub use cache::{CacheConfig, CacheConfigError, CacheStats, L2Stats, ResultCache, RuleCacheStats};
+pub use cache::{
+    CacheConfig, CacheConfigError, CacheError, CachePolicy, CacheStats, CacheStrategy, L2Stats,
+    ResultCache, RuleCacheStats,
+};
 pub use config::{EngineConfig, Limits, LimitsOverride};
 pub use engine::{Engine, RulePre};
 pub use error::{ConfigError, ErrorKind, EvalError, InputError, LoadError};
 pub use input::{FactPath, Input, Reads};
+#[cfg(feature = "watch")]
+pub use registry::Watcher;
 pub use registry::{
-    Activation, BundleStatus, LoadFailure, Registry, RegistryConfig, RegistryError, Watcher,
+    Activation, BundleStatus, LoadFailure, Registry, RegistryConfig, RegistryError,
 };
 pub use rule::{Decision, Evaluation, Grant, Metering, Rule, RuleBuilder, Upstream, Verdict};

@@ -10,7 +10,6 @@ use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 /// Registry settings.
 #[derive(Clone, Debug)]
@@ -254,11 +253,16 @@ impl Registry {
             .collect()
     }
 
+    #[cfg(feature = "watch")]
     /// Watches `dir`: every bundle directory or `.tar.gz` directly inside it is loaded now and
     /// again whenever it changes (after `settle` without further changes). Load failures are
     /// logged and leave the active revision serving. Stops when the returned handle drops.
     /// Call it within a tokio runtime (the watcher runs as a task on it).
-    pub fn watch(self: &Arc<Self>, dir: &Path, settle: Duration) -> Result<Watcher, notify::Error> {
+    pub fn watch(
+        self: &Arc<Self>,
+        dir: &Path,
+        settle: std::time::Duration,
+    ) -> Result<Watcher, notify::Error> {
         use notify::Watcher as _;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
         let root = dir.to_owned();
@@ -315,12 +319,14 @@ impl Registry {
 }
 
 /// The entry directly under `root` that `path` is in.
+#[cfg(feature = "watch")]
 fn top_entry(root: &Path, path: &Path) -> Option<PathBuf> {
     let rel = path.strip_prefix(root).ok()?;
     let first = rel.components().next()?;
     Some(root.join(first))
 }
 
+#[cfg(feature = "watch")]
 fn is_bundle_candidate(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name.starts_with('.') {
@@ -331,11 +337,13 @@ fn is_bundle_candidate(path: &Path) -> bool {
 }
 
 /// Stops watching when dropped.
+#[cfg(feature = "watch")]
 pub struct Watcher {
     _watcher: notify::RecommendedWatcher,
     task: tokio::task::JoinHandle<()>,
 }
 
+#[cfg(feature = "watch")]
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.task.abort();

@@ -164,22 +164,38 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// The JSON form used by `rulebox eval` and the server: `rule`, `ok`, `decision` or
-    /// `error {kind, message}`, `metering`.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut obj = serde_json::json!({
-            "rule": &*self.rule,
-            "ok": self.result.is_ok(),
-            "cached": self.cached,
-            "metering": self.metering,
-        });
-        match &self.result {
-            Ok(d) => obj["decision"] = serde_json::to_value(d).unwrap_or_default(),
-            Err(e) => {
-                obj["error"] = serde_json::json!({"kind": e.kind(), "message": e.to_string()})
-            }
+    /// An evaluation that never ran: `error` says why (an incompatible component, say).
+    pub fn failed(rule: impl Into<Arc<str>>, error: EvalError) -> Evaluation {
+        Evaluation {
+            rule: rule.into(),
+            result: Err(error),
+            metering: Metering::default(),
+            cached: false,
+            read_clock: false,
         }
-        obj
+    }
+
+    /// The JSON form (see the `Serialize` impl) as a value.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// The JSON form used by `rulebox eval` and the server: `rule`, `ok`, `cached`, `metering`,
+/// then `decision` or `error {kind, message}`.
+impl Serialize for Evaluation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(5))?;
+        map.serialize_entry("rule", &*self.rule)?;
+        map.serialize_entry("ok", &self.result.is_ok())?;
+        map.serialize_entry("cached", &self.cached)?;
+        map.serialize_entry("metering", &self.metering)?;
+        match &self.result {
+            Ok(d) => map.serialize_entry("decision", d)?,
+            Err(e) => map.serialize_entry("error", e)?,
+        }
+        map.end()
     }
 }
 

@@ -254,7 +254,7 @@ fn invalidation_by_rule_bundle_and_all() {
     let b = load(one_rule("inv-b", "{}", "{}").path(), &c);
     served(&a, std::slice::from_ref(&doc));
     served(&b, std::slice::from_ref(&doc));
-    c.invalidate_rule("inv-a", "r");
+    c.invalidate_rule("inv-a", "r").unwrap();
     assert_eq!(
         (
             served(&a, std::slice::from_ref(&doc)),
@@ -262,7 +262,7 @@ fn invalidation_by_rule_bundle_and_all() {
         ),
         (vec![false], vec![true])
     );
-    c.invalidate_bundle("inv-b");
+    c.invalidate_bundle("inv-b").unwrap();
     assert_eq!(
         (
             served(&a, std::slice::from_ref(&doc)),
@@ -270,7 +270,7 @@ fn invalidation_by_rule_bundle_and_all() {
         ),
         (vec![true], vec![false])
     );
-    c.invalidate_all();
+    c.invalidate_all().unwrap();
     assert_eq!(
         (
             served(&a, std::slice::from_ref(&doc)),
@@ -280,7 +280,7 @@ fn invalidation_by_rule_bundle_and_all() {
     );
     // A revision loaded after invalidation does not revive old entries either.
     served(&a, std::slice::from_ref(&doc));
-    c.invalidate_bundle("inv-a");
+    c.invalidate_bundle("inv-a").unwrap();
     let a2 = load(one_rule("inv-a", "{}", "{}").path(), &c);
     assert_eq!(served(&a2, std::slice::from_ref(&doc)), [false]);
 }
@@ -415,6 +415,16 @@ fn l2_is_shared_between_hosts_and_survives_redis_dying() {
     assert!(l2.errors >= 3, "{l2:?}");
     assert_eq!(l2.breaker, "open");
     assert!(l2.breaker_opened >= 1);
+    // Invalidating now cannot reach the shared entries, and the caller is told so.
+    let err = host_a.invalidate_bundle("other").unwrap_err();
+    assert!(
+        matches!(err, rulebox::CacheError::SharedUnavailable(_)),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("shared cache was not changed"),
+        "{err}"
+    );
 
     // Redis is back: after the open period the breaker lets requests through and closes.
     redis.restart();
@@ -449,7 +459,7 @@ fn l2_is_shared_between_hosts_and_survives_redis_dying() {
     );
 
     // Invalidation reaches L2.
-    host_a.invalidate_bundle("shared");
+    host_a.invalidate_bundle("shared").unwrap();
     assert_eq!(redis.cli(&["DBSIZE"]).trim(), "0");
 }
 

@@ -88,7 +88,7 @@ fn a_file_name_forging_listing_records_is_refused() {
     let key = SecretKey::generate().unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_bundle(dir.path(), MANIFEST);
-    bundle::sign_dir(dir.path(), &key, &SourceLimits::default()).unwrap();
+    bundle::sign(dir.path(), &key, &SourceLimits::default()).unwrap();
     // The v1 attack: drop echo.wasm and give data/note.txt a name that carries echo.wasm's
     // record after a newline. The v1 listing of this tree was byte-identical to the signed one.
     let echo = std::fs::read(dir.path().join("echo.wasm")).unwrap();
@@ -145,7 +145,7 @@ fn a_component_swapped_during_loads_never_runs_unsigned() {
     let key = SecretKey::generate().unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_bundle(dir.path(), MANIFEST);
-    bundle::sign_dir(dir.path(), &key, &SourceLimits::default()).unwrap();
+    bundle::sign(dir.path(), &key, &SourceLimits::default()).unwrap();
     // Keep both components compiled, so each load is quick and the race window is tight.
     let signed = guest("fixture_echo");
     let _evil = guest("amount_limit");

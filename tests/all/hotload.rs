@@ -165,7 +165,7 @@ fn every_failed_step_leaves_the_active_revision_serving() {
         },
     );
     let signed = revision_dir(tmp.path(), "signed");
-    rulebox::bundle::sign_dir(&signed, &key, &SourceLimits::default()).unwrap();
+    rulebox::bundle::sign(&signed, &key, &SourceLimits::default()).unwrap();
     rt.block_on(strict.load(&signed)).unwrap();
     let unsigned = revision_dir(tmp.path(), "unsigned");
     let failure = rt.block_on(strict.load(&unsigned)).unwrap_err();

@@ -19,7 +19,7 @@ fn required(keys: &[TrustedKey]) -> LoadOptions {
 fn signed_dir(key: &SecretKey) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write_bundle(dir.path(), MANIFEST);
-    bundle::sign_dir(dir.path(), key, &SourceLimits::default()).unwrap();
+    bundle::sign(dir.path(), key, &SourceLimits::default()).unwrap();
     dir
 }
 

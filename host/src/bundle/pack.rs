@@ -98,12 +98,26 @@ pub fn write_archive(dir: &Path, out: &Path) -> Result<(), BundleError> {
     Ok(())
 }
 
+/// Signs a bundle in place with `key`: a directory gets a `bundle.sig`; an archive is
+/// rewritten with one (any signature it had is replaced). Returns the signed content's digest.
+pub fn sign(path: &Path, key: &SecretKey, limits: &SourceLimits) -> Result<String, BundleError> {
+    if path.is_dir() {
+        sign_dir(path, key, limits)
+    } else {
+        let source = BundleSource::open(path, limits)?;
+        let digest = sign_dir(source.root(), key, limits)?;
+        write_archive(source.root(), path)?;
+        Ok(digest)
+    }
+}
+
 /// Signs a bundle directory in place (writes `bundle.sig`).
-pub fn sign_dir(dir: &Path, key: &SecretKey, limits: &SourceLimits) -> Result<(), BundleError> {
+fn sign_dir(dir: &Path, key: &SecretKey, limits: &SourceLimits) -> Result<String, BundleError> {
     let source = BundleSource::open(dir, limits)?;
     let file = super::SignatureFile {
         signature: vec![key.sign(&source)],
     };
     std::fs::write(dir.join(SIGNATURE_FILE), file.to_toml())
-        .map_err(|e| SourceError(format!("writing signature: {e}")).into())
+        .map_err(|e| SourceError(format!("writing signature: {e}")))?;
+    Ok(source.digest_hex())
 }

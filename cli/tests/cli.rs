@@ -194,6 +194,62 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
 }
 
 #[test]
+fn eval_refuses_flags_that_do_not_apply_instead_of_dropping_them() {
+    let (bundle, rule, input) = (payments(), guest("amount_limit"), order());
+    // Rule flags with --bundle (its bundle.toml decides), bundle flags with --rule.
+    let on_bundle = ["--bundle", bundle.as_str()];
+    let on_rule = ["--rule", rule.as_str()];
+    let cases: [(&[&str], &str, [&str; 2]); 9] = [
+        (&["--fuel", "1"], "--fuel", on_bundle),
+        (&["--timeout", "5"], "--timeout", on_bundle),
+        (&["--memory", "65536"], "--memory", on_bundle),
+        (&["--reads", "order.amount"], "--reads", on_bundle),
+        (&["--settings", "{}"], "--settings", on_bundle),
+        (&["--grant", "/tmp:/data"], "--grant", on_bundle),
+        (&["--trusted", "k.pub"], "--trusted", on_rule),
+        (&["--require-signature"], "--require-signature", on_rule),
+        (&["--redis", "redis://127.0.0.1:1/0"], "--redis", on_rule),
+    ];
+    for (extra, flag, target) in cases {
+        let mut args = vec![
+            "--no-cache",
+            "eval",
+            target[0],
+            target[1],
+            "--input",
+            &input,
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = rulebox(&args, None);
+        assert_eq!(code, 2, "{args:?} ran: {out}");
+        assert!(
+            err.contains(&format!("{flag} cannot be used with {}", target[0])),
+            "{args:?}: {err}"
+        );
+    }
+    // Exactly one of --rule and --bundle.
+    let (code, _, err) = rulebox(
+        &[
+            "eval", "--rule", &rule, "--bundle", &bundle, "--input", &input,
+        ],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (code, _, err) = rulebox(&["eval", "--input", &input], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("--rule") && err.contains("--bundle"), "{err}");
+    // RULEBOX_REDIS_URL set for a whole shell does not make `eval --rule` a usage error.
+    let out = Command::new(env!("CARGO_BIN_EXE_rulebox"))
+        .args(["eval", "--rule", &rule, "--input", &input])
+        .env("RULEBOX_REDIS_URL", "redis://127.0.0.1:1/0")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""rule": "amount_limit""#));
+}
+
+#[test]
 fn bench_reports_cost() {
     let rule = guest("amount_limit");
     let (code, out, err) = rulebox(
@@ -541,7 +597,8 @@ fn eval_with_a_shared_cache_and_invalidate_it() {
         None,
     );
     assert_eq!(code, 2);
-    assert!(err.contains("redis did not answer"), "{err}");
+    assert!(err.contains("Redis did not answer"), "{err}");
+    assert!(err.contains("nothing was invalidated"), "{err}");
 }
 
 /// Evaluates `rule` with JSON logs on and returns the first log event whose line contains
