@@ -1,5 +1,6 @@
-//! The compiled-component cache: in memory (shared by every bundle and revision that holds
-//! the same component) and on disk (so a restart or a new revision does not recompile).
+//! The compiled-component disk cache, so a restart or a new revision does not recompile.
+//! (The in-memory map of live components belongs to the engine; this module knows nothing
+//! of it.)
 //!
 //! Disk entries are keyed by the component's SHA-256 plus the engine's
 //! `precompile_compatibility_hash`. Loading a precompiled artifact trusts it to be machine
@@ -13,16 +14,14 @@
 //! refuses it otherwise. Entries are read only if they are regular files (no links, FIFOs or
 //! devices), without blocking, and through a size bound.
 
-use crate::bundle::open_regular;
 use crate::error::ConfigError;
+use crate::fs::open_regular;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, Weak};
 use wasmtime::component::Component;
 
 /// Counters of the compiled-component cache.
@@ -47,7 +46,6 @@ pub(crate) struct Artifacts {
     /// The directory's secret, for entry tags.
     key: [u8; 32],
     compat: String,
-    pub(crate) memory: Mutex<HashMap<[u8; 32], Weak<crate::engine::RulePreInner>>>,
     memory_hits: AtomicU64,
     disk_hits: AtomicU64,
     compiled: AtomicU64,

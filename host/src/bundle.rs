@@ -11,7 +11,6 @@ pub use manifest::{
 };
 pub use pack::{pack, sign, write_archive};
 pub use signing::{SecretKey, SignatureEntry, SignatureError, SignatureFile, TrustedKey, verify};
-pub(crate) use source::open_regular;
 pub use source::{BundleSource, MANIFEST_FILE, SIGNATURE_FILE, SourceError, SourceLimits};
 
 use crate::cache::{CachePolicy, ResultCache, RuleCache};

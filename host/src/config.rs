@@ -120,6 +120,11 @@ pub struct EngineConfig {
     /// How many rule instances may be alive at once (the pooling allocator's slots).
     /// Evaluations beyond this fail fast instead of allocating. Default 128.
     pub max_instances: u32,
+    /// Core-module instances reserved per rule instance in the pool (`max_instances` times
+    /// this many in all). A Rust rule uses a handful; components from other languages may use
+    /// more. When a rule needs more than are free, its evaluation ends as `overloaded`.
+    /// Between 1 and 64; default 8.
+    pub core_instances_per_rule: u32,
     /// Evaluations running at once, engine-wide; more wait for a slot (in no guaranteed
     /// order), so a burst queues instead of slicing the CPUs so thin that every rule runs
     /// late. At most `max_instances`. Default: the number of CPUs, at most 128.
@@ -157,6 +162,7 @@ impl Default for EngineConfig {
                 output_bytes: 16 << 20,
             },
             max_instances: 128,
+            core_instances_per_rule: 8,
             // Within the default max_instances, on any machine.
             max_concurrent_evaluations: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
@@ -189,6 +195,12 @@ impl EngineConfig {
             return Err(ConfigError::new(
                 "max_instances",
                 format!("{} is not between 1 and 10000", self.max_instances),
+            ));
+        }
+        if !(1..=64).contains(&self.core_instances_per_rule) {
+            return Err(ConfigError::new(
+                "core_instances_per_rule",
+                format!("{} is not between 1 and 64", self.core_instances_per_rule),
             ));
         }
         if self.max_concurrent_evaluations == 0

@@ -6,9 +6,10 @@ use crate::config::EngineConfig;
 use crate::error::{ConfigError, LoadError};
 use crate::sandbox::StoreState;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -34,7 +35,29 @@ struct EngineInner {
     linker: Linker<StoreState>,
     config: EngineConfig,
     artifacts: Artifacts,
+    /// Components compiled and still in use, by digest: shared by every bundle and revision
+    /// that holds the same component.
+    live: Mutex<HashMap<[u8; 32], Weak<RulePreInner>>>,
+    /// One gate per component being compiled, so concurrent loads of one component compile
+    /// it once (the others wait and then find it live).
+    compiling: Mutex<HashMap<[u8; 32], Arc<Mutex<()>>>>,
+    /// Evaluations the host could not run (no slot, no instance, starved): see
+    /// [`EngineStats::overloaded`].
+    overloaded: AtomicU64,
     _ticker: Ticker,
+}
+
+/// Counters of an engine's evaluations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// Evaluations running now.
+    pub running: usize,
+    /// Evaluations waiting for a slot now.
+    pub waiting: usize,
+    /// Evaluations refused as overloaded since the engine started (no slot within the
+    /// queue timeout, the instance pool full, or starved of CPU).
+    pub overloaded: u64,
 }
 
 impl Engine {
@@ -45,7 +68,7 @@ impl Engine {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(n)
             // A Rust wasip2 rule is one main module plus a few small shims.
-            .total_core_instances(n.saturating_mul(8))
+            .total_core_instances(n.saturating_mul(config.core_instances_per_rule))
             .total_memories(n.saturating_mul(2))
             .total_tables(n.saturating_mul(4))
             .max_memory_size(config.max_limits.memory_bytes)
@@ -77,6 +100,9 @@ impl Engine {
                 linker,
                 config,
                 artifacts,
+                live: Mutex::default(),
+                compiling: Mutex::default(),
+                overloaded: AtomicU64::new(0),
                 _ticker: ticker,
             }),
         })
@@ -89,11 +115,20 @@ impl Engine {
             .acquire(Duration::from_millis(self.inner.config.queue_timeout_ms))
     }
 
-    /// Evaluations running now, and evaluations waiting for a slot (see
-    /// [`EngineConfig::max_concurrent_evaluations`]).
-    pub fn evaluations_now(&self) -> (usize, usize) {
+    /// Evaluations running and waiting now (see
+    /// [`EngineConfig::max_concurrent_evaluations`]), and how many were overloaded.
+    pub fn stats(&self) -> EngineStats {
         let state = self.inner.admission.lock();
-        (state.running, state.waiting)
+        EngineStats {
+            running: state.running,
+            waiting: state.waiting,
+            overloaded: self.inner.overloaded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts an evaluation refused as overloaded.
+    pub(crate) fn note_overloaded(&self) {
+        self.inner.overloaded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The configuration this engine was built with.
@@ -101,8 +136,8 @@ impl Engine {
         &self.inner.config
     }
 
-    /// The underlying wasmtime engine, for embedders who need it (benchmarks, tooling).
-    pub fn wasmtime(&self) -> &wasmtime::Engine {
+    /// The underlying wasmtime engine.
+    pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
         &self.inner.wasmtime
     }
 
@@ -123,24 +158,46 @@ impl Engine {
     pub fn load(&self, bytes: &[u8]) -> Result<RulePre, LoadError> {
         check_header(bytes)?;
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        let artifacts = &self.inner.artifacts;
-        let live = artifacts
-            .memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&digest)
-            .and_then(Weak::upgrade);
-        if let Some(inner) = live {
-            artifacts.note_memory_hit();
-            return Ok(RulePre { inner });
+        if let Some(pre) = self.live(&digest) {
+            return Ok(pre);
         }
-        let component = artifacts
+        let gate = lock(&self.inner.compiling)
+            .entry(digest)
+            .or_default()
+            .clone();
+        let result = {
+            let _compiling = lock(&gate);
+            // Whoever held the gate before us may have compiled it.
+            match self.live(&digest) {
+                Some(pre) => Ok(pre),
+                None => self.compile(bytes, digest),
+            }
+        };
+        let mut compiling = lock(&self.inner.compiling);
+        // The map's clone and ours: no one else waits on this gate.
+        if Arc::strong_count(&gate) == 2 {
+            compiling.remove(&digest);
+        }
+        result
+    }
+
+    /// The live compiled component of `digest`, counted as a memory hit.
+    fn live(&self, digest: &[u8; 32]) -> Option<RulePre> {
+        let inner = lock(&self.inner.live).get(digest).and_then(Weak::upgrade)?;
+        self.inner.artifacts.note_memory_hit();
+        Some(RulePre { inner })
+    }
+
+    fn compile(&self, bytes: &[u8], digest: [u8; 32]) -> Result<RulePre, LoadError> {
+        let component = self
+            .inner
+            .artifacts
             .compile(&self.inner.wasmtime, bytes, &digest)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let pre = self.prepare(component, digest)?;
-        let mut memory = artifacts.memory.lock().unwrap_or_else(|e| e.into_inner());
-        memory.retain(|_, weak| weak.strong_count() > 0);
-        memory.insert(digest, Arc::downgrade(&pre.inner));
+        let mut live = lock(&self.inner.live);
+        live.retain(|_, weak| weak.strong_count() > 0);
+        live.insert(digest, Arc::downgrade(&pre.inner));
         Ok(pre)
     }
 
@@ -183,12 +240,17 @@ impl Engine {
         Ok(RulePre {
             inner: Arc::new(RulePreInner {
                 pre,
-                component,
                 digest,
                 engine: self.clone(),
             }),
         })
     }
+}
+
+/// Locks a mutex, recovering from poisoning: the maps it guards stay consistent whatever a
+/// panicking holder did.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
@@ -211,9 +273,8 @@ pub struct RulePre {
     inner: Arc<RulePreInner>,
 }
 
-pub(crate) struct RulePreInner {
+struct RulePreInner {
     pre: bindings::RulePre<StoreState>,
-    component: Component,
     digest: [u8; 32],
     engine: Engine,
 }
@@ -232,11 +293,6 @@ impl RulePre {
     /// The engine this was compiled for.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
-    }
-
-    /// The compiled component.
-    pub fn component(&self) -> &Component {
-        &self.inner.component
     }
 
     pub(crate) fn pre(&self) -> &bindings::RulePre<StoreState> {

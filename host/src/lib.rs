@@ -34,7 +34,7 @@
 //!
 //! # Layout
 //! - `engine`: the shared wasmtime engine and compiled rules ([`Engine`], [`RulePre`]).
-//! - `artifacts`: the compiled-component cache (memory and checksummed disk entries).
+//! - `artifacts`: the compiled-component disk cache (HMAC-tagged entries).
 //! - `bundle`: manifests, archives, signatures, dependency layers, combination.
 //! - `registry`: bundles by name, hot-loading, rollback, a watched directory.
 //! - `cache`: the result cache (strategies, L1, Redis L2, stats).
@@ -53,6 +53,7 @@ mod cache;
 mod config;
 mod engine;
 mod error;
+mod fs;
 mod input;
 mod registry;
 mod rule;
@@ -66,7 +67,7 @@ pub use cache::{
     ResultCache, RuleCacheStats,
 };
 pub use config::{EngineConfig, Limits, LimitsOverride};
-pub use engine::{Engine, RulePre};
+pub use engine::{Engine, EngineStats, RulePre};
 pub use error::{ConfigError, ErrorKind, EvalError, InputError, LoadError};
 pub use input::{FactPath, Input, Reads};
 #[cfg(feature = "watch")]

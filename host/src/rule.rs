@@ -399,6 +399,7 @@ impl Rule {
         let read_clock = Arc::new(AtomicBool::new(false));
         let engine = rule.pre.engine();
         let Some(_permit) = engine.admit() else {
+            engine.note_overloaded();
             let waited = queued.elapsed();
             span.record("outcome", ErrorKind::Overloaded.as_str());
             return Evaluation {
@@ -430,6 +431,9 @@ impl Rule {
             Ok(d) => span.record("outcome", d.verdict.as_str()),
             Err(e) => span.record("outcome", e.kind().as_str()),
         };
+        if matches!(result, Err(EvalError::Overloaded(_))) {
+            engine.note_overloaded();
+        }
         span.record("fuel", metering.fuel);
         span.record("wall_us", metering.wall_us);
         Evaluation {
@@ -643,6 +647,11 @@ fn classify(
     }
     if let Some(starved) = e.downcast_ref::<Starved>() {
         return EvalError::Overloaded(starved.to_string());
+    }
+    // Every instance slot of the engine's pool is taken: the host's condition, not the
+    // rule's (a fail-closed bundle must not deny because of it).
+    if let Some(full) = e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return EvalError::Overloaded(format!("no free instance: {full}"));
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => EvalError::FuelExhausted {

@@ -13,6 +13,52 @@ fn engine_with_cache(dir: &std::path::Path) -> Engine {
 }
 
 #[test]
+fn concurrent_loads_of_one_component_compile_it_once() {
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let bytes = guest_bytes("amount_limit");
+    let start = std::sync::Barrier::new(4);
+    let pres: Vec<_> = std::thread::scope(|s| {
+        let loads: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    engine.load(&bytes).unwrap()
+                })
+            })
+            .collect();
+        loads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let stats = engine.artifact_stats();
+    assert_eq!((stats.compiled, stats.memory_hits), (1, 3), "{stats:?}");
+    assert!(pres.iter().all(|p| p.digest() == pres[0].digest()));
+    // Two bundles sharing the component, loaded at once: still compiled once in all.
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    std::thread::scope(|s| {
+        let loads: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    Bundle::load(
+                        &engine,
+                        &example_bundle("payments"),
+                        &LoadOptions::default(),
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        for l in loads {
+            l.join().unwrap();
+        }
+    });
+    assert_eq!(
+        engine.artifact_stats().compiled,
+        3,
+        "{:?}",
+        engine.artifact_stats()
+    );
+}
+
+#[test]
 fn a_restart_loads_compiled_components_from_disk() {
     let cache = tempfile::tempdir().unwrap();
     let cold = engine_with_cache(cache.path());

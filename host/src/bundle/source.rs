@@ -6,6 +6,7 @@
 //! Every byte read and every entry seen, whatever its kind, counts against [`SourceLimits`], so
 //! a hostile archive or directory costs bounded time, memory and disk.
 
+use crate::fs::open_regular;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -563,30 +564,6 @@ fn classify_io(
     } else {
         other(e)
     }
-}
-
-/// Opens a file for reading only if it is a regular file: never follows a link, never blocks
-/// on a FIFO or device (`O_NONBLOCK`), and checks the type of what was actually opened.
-pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(
-        &mut options,
-        libc::O_NOFOLLOW | libc::O_NONBLOCK,
-    );
-    let file = options.open(path).map_err(|e| {
-        if e.raw_os_error() == Some(libc::ELOOP) {
-            std::io::Error::other("is a link (not followed)")
-        } else {
-            e
-        }
-    })?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    Ok(file)
 }
 
 /// Lists a directory that must not be a link (checked on the opened directory itself, so a
