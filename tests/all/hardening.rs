@@ -617,15 +617,9 @@ fn an_oversubscribed_host_delays_verdicts_but_never_flips_them() {
     assert!(max_queue > 0, "64 evaluations on 2 slots must queue");
 }
 
-#[test]
-fn a_full_host_is_overloaded_not_a_deny_and_recovers() {
-    let engine = Engine::new(EngineConfig {
-        max_concurrent_evaluations: 1,
-        queue_timeout_ms: 20,
-        ..EngineConfig::default()
-    })
-    .unwrap();
-    let hog = Rule::builder(
+/// A rule that holds its evaluation slot and instance for 400 ms (its deadline).
+fn hog(engine: &Engine) -> Rule {
+    Rule::builder(
         "hog",
         engine
             .load_file(guest_path("hostile_infinite_loop"))
@@ -638,7 +632,18 @@ fn a_full_host_is_overloaded_not_a_deny_and_recovers() {
         ..Default::default()
     })
     .build()
+    .unwrap()
+}
+
+#[test]
+fn a_full_host_is_overloaded_not_a_deny_and_recovers() {
+    let engine = Engine::new(EngineConfig {
+        max_concurrent_evaluations: 1,
+        queue_timeout_ms: 20,
+        ..EngineConfig::default()
+    })
     .unwrap();
+    let hog = hog(&engine);
     let dir = temp_bundle(&busy_manifest(100));
     let b = Bundle::load(&engine, dir.path(), &LoadOptions::default()).unwrap();
     let input = Input::from_json(r#"{"x": 1}"#).unwrap();
@@ -687,19 +692,7 @@ fn a_full_instance_pool_is_overloaded_not_a_deny_and_recovers() {
         ..EngineConfig::default()
     })
     .unwrap();
-    let hog = Rule::builder(
-        "hog",
-        engine
-            .load_file(guest_path("hostile_infinite_loop"))
-            .unwrap(),
-    )
-    .limits(LimitsOverride {
-        timeout_ms: Some(400),
-        fuel: Some(10_000_000_000),
-        ..Default::default()
-    })
-    .build()
-    .unwrap();
+    let hog = hog(&engine);
     // One fail-closed rule: a pool failure counted as the rule's error would deny.
     let dir = temp_bundle(
         "[bundle]\nname = \"pool\"\nrevision = \"1\"\non_error = \"deny\"\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nsettings = { verdict = \"allow\" }\n",

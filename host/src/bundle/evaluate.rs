@@ -1,0 +1,427 @@
+//! Evaluating a bundle: its dependency layers in order, each layer's rules concurrently,
+//! and the combination of their decisions into one verdict.
+
+use super::{Bundle, BundleRule, Combine, OnError};
+use crate::error::{ErrorKind, EvalError};
+use crate::input::Input;
+use crate::rule::{Decision, Evaluation, Upstream, Verdict};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Bundle {
+    /// Evaluates the bundle: the rules of each dependency layer run concurrently on tokio's
+    /// blocking pool, on at most `concurrency` workers that each take the layer's next rule;
+    /// dependents get their upstream decisions.
+    ///
+    /// Fails, with no verdict, when the host could not run a rule ([`Overloaded`]): host
+    /// trouble is never turned into a rule's deny or skip.
+    pub async fn evaluate(&self, input: &Input) -> Result<BundleResult, Overloaded> {
+        let start = Instant::now();
+        let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
+        for layer in &self.layers {
+            // One task per worker, not per rule: a rule costs ~10-100 us, about what
+            // handing a task to another thread costs.
+            let jobs: Arc<Vec<Job>> = Arc::new(
+                layer
+                    .iter()
+                    .map(|&i| (i, self.rules[i].clone(), self.upstream_of(i, &evals)))
+                    .collect(),
+            );
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let workers: Vec<_> = (0..self.concurrency.min(jobs.len()))
+                .map(|_| {
+                    let (jobs, next, input) = (jobs.clone(), next.clone(), input.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let mut done = Vec::new();
+                        loop {
+                            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((i, rule, upstream)) = jobs.get(n) else {
+                                return done;
+                            };
+                            done.push((*i, rule.evaluate(&input, upstream)));
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                // A worker that panicked (a host bug) loses its rules; they are reported
+                // below as failed rather than taking the evaluation down.
+                for (i, eval) in worker.await.unwrap_or_default() {
+                    evals[i] = Some(eval);
+                }
+            }
+            for &i in layer {
+                if evals[i].is_none() {
+                    evals[i] = Some(Evaluation {
+                        rule: self.rules[i].rule.name().into(),
+                        result: Err(EvalError::Trap {
+                            message: "the host task evaluating this rule failed".into(),
+                            detail: None,
+                        }),
+                        metering: Default::default(),
+                        cached: false,
+                        read_clock: false,
+                    });
+                }
+            }
+            self.check_overload(layer, &evals)?;
+        }
+        Ok(self.finish(evals, start))
+    }
+
+    /// Stops an evaluation in which the host could not run a rule.
+    fn check_overload(
+        &self,
+        layer: &[usize],
+        evals: &[Option<Evaluation>],
+    ) -> Result<(), Overloaded> {
+        let mut rules = Vec::new();
+        let mut message = String::new();
+        for &i in layer {
+            if let Some(Evaluation {
+                result: Err(e @ EvalError::Overloaded(_)),
+                rule,
+                ..
+            }) = &evals[i]
+            {
+                rules.push(rule.to_string());
+                message = e.to_string();
+            }
+        }
+        if rules.is_empty() {
+            Ok(())
+        } else {
+            Err(Overloaded {
+                bundle: self.name().to_owned(),
+                rules,
+                message,
+            })
+        }
+    }
+
+    /// Evaluates the bundle on the calling thread, one rule after another. The same result as
+    /// [`Bundle::evaluate`]; for callers without a runtime and for tiny bundles.
+    pub fn evaluate_sequential(&self, input: &Input) -> Result<BundleResult, Overloaded> {
+        let start = Instant::now();
+        let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
+        for layer in &self.layers {
+            for &i in layer {
+                let upstream = self.upstream_of(i, &evals);
+                evals[i] = Some(self.rules[i].evaluate(input, &upstream));
+                // No verdict can come of it: do not make the rest wait for slots too.
+                self.check_overload(&[i], &evals)?;
+            }
+        }
+        Ok(self.finish(evals, start))
+    }
+
+    /// What rule `i` receives from its dependencies: their decisions, or for a failed one its
+    /// `on_error` effect (a deny with the error as reason; nothing for `skip`).
+    fn upstream_of(&self, i: usize, evals: &[Option<Evaluation>]) -> Vec<Upstream> {
+        self.rules[i]
+            .depends_on
+            .iter()
+            .filter_map(|&d| {
+                let eval = evals[d].as_ref()?;
+                let decision = effective(&eval.result, self.rules[d].on_error)?;
+                Some(Upstream {
+                    rule: self.rules[d].rule.name().to_owned(),
+                    decision,
+                })
+            })
+            .collect()
+    }
+
+    fn finish(&self, evals: Vec<Option<Evaluation>>, start: Instant) -> BundleResult {
+        let evals: Vec<Evaluation> = evals
+            .into_iter()
+            .map(|e| e.expect("every rule ran"))
+            .collect();
+        let effects: Vec<Option<Decision>> = evals
+            .iter()
+            .zip(&self.rules)
+            .map(|(e, r)| effective(&e.result, r.on_error))
+            .collect();
+        let names: Vec<&str> = self.rules.iter().map(|r| r.rule.name()).collect();
+        let (verdict, reasons) = combine(self.manifest.bundle.combine, &names, &effects);
+        BundleResult {
+            bundle: self.name().to_owned(),
+            revision: self.revision().to_owned(),
+            signed: self.signed_by.is_some(),
+            verdict,
+            reasons,
+            rules: evals,
+            wall_us: start.elapsed().as_micros() as u64,
+        }
+    }
+}
+
+/// What an evaluation counts as in combination: its decision, or its `on_error` effect.
+fn effective(result: &Result<Decision, EvalError>, on_error: OnError) -> Option<Decision> {
+    match (result, on_error) {
+        (Ok(d), _) => Some(d.clone()),
+        (Err(_), OnError::Skip) => None,
+        (Err(e), OnError::Deny) => Some(Decision {
+            verdict: Verdict::Deny,
+            score: None,
+            reasons: vec![format!("failed closed ({}): {e}", e.kind())],
+            output: None,
+        }),
+    }
+}
+
+/// Combines effective decisions; reasons come from the rules that decided, prefixed by name.
+fn combine(how: Combine, names: &[&str], effects: &[Option<Decision>]) -> (Verdict, Vec<String>) {
+    let present = || {
+        effects.iter().enumerate().filter_map(|(i, d)| {
+            d.as_ref()
+                .filter(|d| d.verdict != Verdict::Abstain)
+                .map(|d| (i, d))
+        })
+    };
+    let reasons_of = |verdict: Verdict| -> Vec<String> {
+        present()
+            .filter(|(_, d)| d.verdict == verdict)
+            .flat_map(|(i, d)| named_reasons(names[i], d))
+            .collect()
+    };
+    let any = |v: Verdict| present().any(|(_, d)| d.verdict == v);
+    let first_of = |order: &[Verdict]| -> Verdict {
+        order
+            .iter()
+            .copied()
+            .find(|&v| any(v))
+            .unwrap_or(Verdict::Abstain)
+    };
+    let verdict = match how {
+        Combine::DenyOverrides => first_of(&[Verdict::Deny, Verdict::Review, Verdict::Allow]),
+        Combine::AllowOverrides => first_of(&[Verdict::Allow, Verdict::Review, Verdict::Deny]),
+        Combine::FirstApplicable => {
+            // Manifest order, not evaluation order.
+            if let Some((i, d)) = present().next() {
+                return (d.verdict, named_reasons(names[i], d));
+            }
+            Verdict::Abstain
+        }
+        Combine::All => {
+            let all_allow = effects
+                .iter()
+                .all(|d| d.as_ref().is_some_and(|d| d.verdict == Verdict::Allow));
+            if all_allow && !effects.is_empty() {
+                Verdict::Allow
+            } else {
+                let mut reasons = Vec::new();
+                for (i, d) in effects.iter().enumerate() {
+                    let name = names[i];
+                    match d {
+                        Some(d) if d.verdict == Verdict::Allow => {}
+                        Some(d) => reasons.extend(named_reasons(name, d)),
+                        None => reasons.push(format!("{name}: skipped after an error")),
+                    }
+                }
+                return (Verdict::Deny, reasons);
+            }
+        }
+    };
+    (
+        verdict,
+        if verdict == Verdict::Abstain {
+            Vec::new()
+        } else {
+            reasons_of(verdict)
+        },
+    )
+}
+
+/// A decision's reasons, each prefixed by its rule; the bare verdict when it gave none.
+fn named_reasons(name: &str, d: &Decision) -> Vec<String> {
+    if d.reasons.is_empty() {
+        vec![format!("{name}: {}", d.verdict.as_str())]
+    } else {
+        d.reasons.iter().map(|r| format!("{name}: {r}")).collect()
+    }
+}
+
+/// One rule of a layer, ready to run on a worker: its index, the rule, its upstream.
+type Job = (usize, Arc<BundleRule>, Vec<Upstream>);
+
+/// An evaluation the host could not complete: a rule got no evaluation slot in time, or was
+/// starved of CPU. There is no verdict: retry later (a server answers 503).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bundle `{bundle}` was not evaluated: {message} (rules: {})", rules.join(", "))]
+pub struct Overloaded {
+    /// The bundle.
+    pub bundle: String,
+    /// The rules the host could not run.
+    pub rules: Vec<String>,
+    /// Why, as the host saw it.
+    pub message: String,
+}
+
+/// `{"kind": "overloaded", "message": "...", "rules": [...]}`.
+impl Serialize for Overloaded {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("kind", &ErrorKind::Overloaded)?;
+        map.serialize_entry("message", &self.to_string())?;
+        map.serialize_entry("rules", &self.rules)?;
+        map.end()
+    }
+}
+
+/// The result of evaluating a bundle. Its JSON form (`Serialize`) is what
+/// `rulebox eval --bundle` and the server print.
+#[derive(Clone, Debug, Serialize)]
+pub struct BundleResult {
+    /// The bundle's name.
+    pub bundle: String,
+    /// The revision that produced this result.
+    pub revision: String,
+    /// Whether that revision's signature was verified against a trusted key when it loaded.
+    pub signed: bool,
+    /// The combined verdict.
+    pub verdict: Verdict,
+    /// The reasons that decided it, each prefixed by its rule's name.
+    pub reasons: Vec<String>,
+    /// Wall time of the whole evaluation, in microseconds.
+    pub wall_us: u64,
+    /// Every rule's evaluation, in manifest order.
+    pub rules: Vec<Evaluation>,
+}
+
+impl BundleResult {
+    /// The JSON form (see the `Serialize` impl) as a value.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// The evaluation of the rule named `rule`.
+    pub fn rule(&self, rule: &str) -> Option<&Evaluation> {
+        self.rules.iter().find(|e| &*e.rule == rule)
+    }
+
+    /// How many rules errored, by kind.
+    pub fn errors(&self) -> Vec<(String, ErrorKind)> {
+        self.rules
+            .iter()
+            .filter_map(|e| {
+                e.result
+                    .as_ref()
+                    .err()
+                    .map(|err| (e.rule.to_string(), err.kind()))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(verdict: Verdict, reason: &str) -> Option<Decision> {
+        Some(Decision {
+            reasons: vec![reason.to_owned()],
+            ..Decision::new(verdict)
+        })
+    }
+
+    const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+
+    #[test]
+    fn deny_and_allow_overrides_pick_by_precedence_and_keep_only_deciding_reasons() {
+        let effects = [
+            d(Verdict::Allow, "ok"),
+            d(Verdict::Review, "look"),
+            d(Verdict::Deny, "no"),
+            None,
+        ];
+        assert_eq!(
+            combine(Combine::DenyOverrides, &NAMES, &effects),
+            (Verdict::Deny, vec!["c: no".to_owned()])
+        );
+        assert_eq!(
+            combine(Combine::AllowOverrides, &NAMES, &effects),
+            (Verdict::Allow, vec!["a: ok".to_owned()])
+        );
+        let review = [d(Verdict::Allow, "ok"), d(Verdict::Review, "look")];
+        assert_eq!(
+            combine(Combine::DenyOverrides, &NAMES[..2], &review).0,
+            Verdict::Review
+        );
+    }
+
+    #[test]
+    fn first_applicable_follows_manifest_order_and_skips_abstentions() {
+        let effects = [
+            None,
+            d(Verdict::Abstain, "n/a"),
+            d(Verdict::Deny, "no"),
+            d(Verdict::Allow, "ok"),
+        ];
+        assert_eq!(
+            combine(Combine::FirstApplicable, &NAMES, &effects),
+            (Verdict::Deny, vec!["c: no".to_owned()])
+        );
+        assert_eq!(
+            combine(Combine::FirstApplicable, &NAMES[..2], &effects[..2]).0,
+            Verdict::Abstain
+        );
+    }
+
+    #[test]
+    fn all_needs_every_rule_to_allow_and_names_the_rest() {
+        let allow = [d(Verdict::Allow, "ok"), Some(Decision::new(Verdict::Allow))];
+        assert_eq!(combine(Combine::All, &NAMES[..2], &allow).0, Verdict::Allow);
+        let mixed = [
+            d(Verdict::Allow, "ok"),
+            Some(Decision::new(Verdict::Abstain)),
+            None,
+        ];
+        assert_eq!(
+            combine(Combine::All, &NAMES[..3], &mixed),
+            (
+                Verdict::Deny,
+                vec![
+                    "b: abstain".to_owned(),
+                    "c: skipped after an error".to_owned()
+                ]
+            )
+        );
+        assert_eq!(
+            combine(Combine::All, &[], &[]).0,
+            Verdict::Deny,
+            "nothing allowed"
+        );
+    }
+
+    #[test]
+    fn nothing_deciding_is_an_abstention_without_reasons() {
+        let effects = [None, d(Verdict::Abstain, "n/a")];
+        for how in [
+            Combine::DenyOverrides,
+            Combine::AllowOverrides,
+            Combine::FirstApplicable,
+        ] {
+            assert_eq!(
+                combine(how, &NAMES[..2], &effects),
+                (Verdict::Abstain, vec![])
+            );
+        }
+    }
+
+    #[test]
+    fn a_failure_counts_as_its_on_error_effect() {
+        let err = Err(EvalError::Failed("boom".into()));
+        assert_eq!(effective(&err, OnError::Skip), None);
+        let deny = effective(&err, OnError::Deny).unwrap();
+        assert_eq!(deny.verdict, Verdict::Deny);
+        assert_eq!(deny.reasons, ["failed closed (failed): rule failed: boom"]);
+        let ok = Ok(Decision::new(Verdict::Allow));
+        assert_eq!(
+            effective(&ok, OnError::Deny),
+            Some(Decision::new(Verdict::Allow))
+        );
+    }
+}
