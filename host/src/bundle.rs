@@ -42,7 +42,8 @@ pub enum LoadStep {
 }
 
 /// Why a bundle could not be loaded.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BundleError {
     /// The files or the archive.
     #[error("{0}")]

@@ -10,6 +10,7 @@ use std::time::Duration;
 /// and does not change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The rule said its input lacks or mistypes something it needs.
     InvalidInput,
@@ -78,6 +79,7 @@ impl fmt::Display for ErrorKind {
 
 /// Why an evaluation did not produce a decision.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EvalError {
     /// The rule returned `rule-error::invalid-input`.
     #[error("invalid input: {0}")]
@@ -168,6 +170,7 @@ impl EvalError {
 
 /// Why a component could not be loaded as a rule.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The file could not be read.
     #[error("cannot read {path}: {message}")]

@@ -33,7 +33,7 @@ impl Default for RegistryConfig {
 }
 
 /// A failed load: the step, and why. The active revision (if any) is unchanged.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("loading {path} failed at {step:?}: {error}")]
 pub struct LoadFailure {
     /// What was being loaded.
@@ -59,6 +59,7 @@ pub struct Activation {
 
 /// Why a registry operation on a name failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// No bundle of that name is loaded.
     #[error("no bundle named `{0}` is loaded")]
@@ -132,9 +133,9 @@ impl Registry {
         let bundle = tokio::task::spawn_blocking(move || Bundle::load(&engine, &owned, &options))
             .await
             .map_err(|e| {
-                fail(BundleError::Source(crate::bundle::SourceError(format!(
-                    "load task failed: {e}"
-                ))))
+                fail(BundleError::Source(crate::bundle::SourceError::invalid(
+                    format!("the load task failed: {e}"),
+                )))
             })?
             .map_err(fail)?;
         let tests_passed = if self.config.run_tests {

@@ -183,3 +183,67 @@ fn keys_round_trip_through_their_files() {
     );
     assert!(TrustedKey::from_hex("abc").is_err());
 }
+
+#[test]
+fn signature_and_source_errors_are_typed_for_callers_to_branch_on() {
+    use rulebox::BundleError;
+    use rulebox::bundle::{SignatureError, SourceError};
+    let key = SecretKey::generate().unwrap();
+    let load = |path: &Path, keys: &[TrustedKey]| {
+        Bundle::load(engine(), path, &required(keys)).unwrap_err()
+    };
+    let dir = signed_dir(&key);
+    let err = load(dir.path(), &[SecretKey::generate().unwrap().public()]);
+    assert!(
+        matches!(err, BundleError::Signature(SignatureError::UntrustedKey { ref keys }) if keys.len() == 1),
+        "{err:?}"
+    );
+    std::fs::write(dir.path().join("data/note.txt"), "changed").unwrap();
+    let err = load(dir.path(), &[key.public()]);
+    assert!(
+        matches!(err, BundleError::Signature(SignatureError::Mismatch)),
+        "{err:?}"
+    );
+    let err = load(dir.path(), &[]);
+    assert!(
+        matches!(err, BundleError::Signature(SignatureError::NoTrustedKey)),
+        "{err:?}"
+    );
+    std::fs::remove_file(dir.path().join("bundle.sig")).unwrap();
+    let err = load(dir.path(), &[key.public()]);
+    assert!(
+        matches!(err, BundleError::Signature(SignatureError::Unsigned)),
+        "{err:?}"
+    );
+    // A missing path: the OS error is kept as the source.
+    let err = load(&dir.path().join("nope"), &[key.public()]);
+    let BundleError::Source(SourceError::Io { source, .. }) = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+    // Over a limit: the limit is named.
+    let limits = SourceLimits {
+        max_entries: 2,
+        ..SourceLimits::default()
+    };
+    let err = Bundle::load(
+        engine(),
+        dir.path(),
+        &LoadOptions {
+            source_limits: limits,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BundleError::Source(SourceError::Limit {
+                limit: "max_entries",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+}

@@ -107,21 +107,24 @@ fn read_manifest(
     limits: &SourceLimits,
 ) -> Result<Manifest, BundleError> {
     let Some(size) = source.size(MANIFEST_FILE) else {
-        return Err(SourceError(format!(
+        return Err(SourceError::invalid(format!(
             "{}: no bundle.toml at the bundle's top level",
             path.display()
         ))
         .into());
     };
     if size > limits.max_manifest_bytes {
-        return Err(SourceError(format!(
-            "bundle.toml is {size} bytes, over the limit of {} (max_manifest_bytes)",
-            limits.max_manifest_bytes
-        ))
+        return Err(SourceError::limit(
+            "max_manifest_bytes",
+            format!(
+                "bundle.toml is {size} bytes, over the limit of {} (max_manifest_bytes)",
+                limits.max_manifest_bytes
+            ),
+        )
         .into());
     }
     let text = String::from_utf8(source.read(MANIFEST_FILE)?).map_err(|e| {
-        SourceError(format!(
+        SourceError::invalid(format!(
             "bundle.toml is not UTF-8 (invalid byte at offset {})",
             e.utf8_error().valid_up_to()
         ))

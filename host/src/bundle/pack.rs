@@ -2,7 +2,7 @@
 
 use super::BundleError;
 use super::signing::SecretKey;
-use super::source::{BundleSource, MANIFEST_FILE, SIGNATURE_FILE, SourceError, SourceLimits};
+use super::source::{BundleSource, MANIFEST_FILE, SIGNATURE_FILE, SourceError, SourceLimits, io};
 use std::path::Path;
 
 /// Packs the bundle directory `dir` into `out` (a `.tar.gz`): fills each rule's `sha256` in
@@ -16,13 +16,13 @@ pub fn pack(
 ) -> Result<(), BundleError> {
     let source = BundleSource::open(dir, limits)?;
     let text = String::from_utf8(source.read(MANIFEST_FILE)?)
-        .map_err(|_| SourceError("bundle.toml is not UTF-8".into()))?;
+        .map_err(|_| SourceError::invalid("bundle.toml is not UTF-8"))?;
     // Validate first, so a broken manifest is not packed.
     let manifest = super::Manifest::parse(&text)?;
     manifest.plan()?;
     let mut doc: toml_edit::DocumentMut = text
         .parse()
-        .map_err(|e| SourceError(format!("bundle.toml: {e}")))?;
+        .map_err(|e| SourceError::invalid(format!("bundle.toml: {e}")))?;
     if let Some(rules) = doc.get_mut("rule").and_then(|r| r.as_array_of_tables_mut()) {
         for rule in rules.iter_mut() {
             let component = rule
@@ -30,9 +30,10 @@ pub fn pack(
                 .and_then(|c| c.as_str())
                 .unwrap_or_default()
                 .to_owned();
-            let path = super::source::check_manifest_path(&component).map_err(SourceError)?;
+            let path =
+                super::source::check_manifest_path(&component).map_err(SourceError::Invalid)?;
             let digest = source.files().get(&path).ok_or_else(|| {
-                SourceError(format!("rule component `{path}` is not in the bundle"))
+                SourceError::invalid(format!("rule component `{path}` is not in the bundle"))
             })?;
             rule["sha256"] = toml_edit::value(hex::encode(digest));
         }
@@ -40,22 +41,21 @@ pub fn pack(
     let manifest_text = doc.to_string();
 
     // Stage the packed tree so the signature covers exactly what is archived.
-    let stage = tempfile::tempdir().map_err(|e| SourceError(format!("staging: {e}")))?;
+    let stage = tempfile::tempdir().map_err(io("staging"))?;
     for name in source.files().keys() {
         if name == SIGNATURE_FILE {
             continue;
         }
         let target = stage.path().join(name);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| SourceError(format!("staging {name}: {e}")))?;
+            std::fs::create_dir_all(parent).map_err(io(format!("staging {name}")))?;
         }
         if name == MANIFEST_FILE {
             std::fs::write(&target, &manifest_text)
         } else {
             std::fs::copy(source.root().join(name), &target).map(|_| ())
         }
-        .map_err(|e| SourceError(format!("staging {name}: {e}")))?;
+        .map_err(io(format!("staging {name}")))?;
     }
     if let Some(key) = key {
         let staged = BundleSource::open(stage.path(), limits)?;
@@ -63,7 +63,7 @@ pub fn pack(
             signature: vec![key.sign(&staged)],
         };
         std::fs::write(stage.path().join(SIGNATURE_FILE), file.to_toml())
-            .map_err(|e| SourceError(format!("writing signature: {e}")))?;
+            .map_err(io("writing signature"))?;
     }
     write_archive(stage.path(), out)
 }
@@ -76,25 +76,24 @@ pub fn write_archive(dir: &Path, out: &Path) -> Result<(), BundleError> {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new(".")),
     )
-    .map_err(|e| SourceError(format!("writing {}: {e}", out.display())))?;
+    .map_err(io(format!("writing {}", out.display())))?;
     let gz = flate2::write::GzEncoder::new(tmp.as_file(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     for name in source.files().keys() {
-        let data =
-            std::fs::read(dir.join(name)).map_err(|e| SourceError(format!("{name}: {e}")))?;
+        let data = std::fs::read(dir.join(name)).map_err(io(name.as_str()))?;
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
         header.set_mtime(0);
         header.set_entry_type(tar::EntryType::Regular);
         tar.append_data(&mut header, name, data.as_slice())
-            .map_err(|e| SourceError(format!("archiving {name}: {e}")))?;
+            .map_err(io(format!("archiving {name}")))?;
     }
     tar.into_inner()
         .and_then(|gz| gz.finish())
-        .map_err(|e| SourceError(format!("writing {}: {e}", out.display())))?;
+        .map_err(io(format!("writing {}", out.display())))?;
     tmp.persist(out)
-        .map_err(|e| SourceError(format!("writing {}: {e}", out.display())))?;
+        .map_err(|e| io(format!("writing {}", out.display()))(e.error))?;
     Ok(())
 }
 
@@ -117,7 +116,6 @@ fn sign_dir(dir: &Path, key: &SecretKey, limits: &SourceLimits) -> Result<String
     let file = super::SignatureFile {
         signature: vec![key.sign(&source)],
     };
-    std::fs::write(dir.join(SIGNATURE_FILE), file.to_toml())
-        .map_err(|e| SourceError(format!("writing signature: {e}")))?;
+    std::fs::write(dir.join(SIGNATURE_FILE), file.to_toml()).map_err(io("writing signature"))?;
     Ok(source.digest_hex())
 }

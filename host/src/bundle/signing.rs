@@ -10,9 +10,50 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// A signing or verification problem.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SignatureError(pub String);
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// The bundle has no `bundle.sig`.
+    #[error("the bundle is not signed (no bundle.sig)")]
+    Unsigned,
+    /// A signature is required but no key is trusted.
+    #[error("signatures are required but no key is trusted: pass the signers' public keys")]
+    NoTrustedKey,
+    /// Every signature is by a key the host does not trust.
+    #[error("signed by an untrusted key ({})", keys.join(", "))]
+    UntrustedKey {
+        /// The signers' keys, shortened.
+        keys: Vec<String>,
+    },
+    /// A trusted key signed, but not this content.
+    #[error("the signature does not match the bundle's content: it was altered after signing")]
+    Mismatch,
+    /// `bundle.sig` or a key is malformed.
+    #[error("{0}")]
+    Malformed(String),
+    /// A key file or `bundle.sig` could not be read.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being read.
+        context: String,
+        /// Why.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// `bundle.sig` could not be read from the bundle.
+    #[error("{0}")]
+    Source(#[from] super::source::SourceError),
+    /// No randomness for a new key.
+    #[error("no randomness: {0}")]
+    Random(String),
+}
+
+fn read_key(path: &Path) -> Result<String, SignatureError> {
+    std::fs::read_to_string(path).map_err(|e| SignatureError::Io {
+        context: format!("cannot read key {}", path.display()),
+        source: std::sync::Arc::new(e),
+    })
+}
 
 /// A public key the host trusts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,17 +65,19 @@ impl TrustedKey {
         let bytes: [u8; 32] = hex::decode(text.trim())
             .ok()
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| SignatureError("a public key must be 64 hex digits".into()))?;
+            .ok_or_else(|| {
+                SignatureError::Malformed("a public key must be 64 hex digits".into())
+            })?;
         VerifyingKey::from_bytes(&bytes)
             .map(TrustedKey)
-            .map_err(|e| SignatureError(format!("not an ed25519 public key: {e}")))
+            .map_err(|e| SignatureError::Malformed(format!("not an ed25519 public key: {e}")))
     }
 
     /// Reads a `.pub` file.
     pub fn from_file(path: &Path) -> Result<TrustedKey, SignatureError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SignatureError(format!("cannot read key {}: {e}", path.display())))?;
-        Self::from_hex(&text).map_err(|e| SignatureError(format!("{}: {e}", path.display())))
+        let text = read_key(path)?;
+        Self::from_hex(&text)
+            .map_err(|e| SignatureError::Malformed(format!("{}: {e}", path.display())))
     }
 
     /// The key as hex.
@@ -50,19 +93,18 @@ impl SecretKey {
     /// A new random key.
     pub fn generate() -> Result<SecretKey, SignatureError> {
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| SignatureError(format!("no randomness: {e}")))?;
+        getrandom::fill(&mut seed).map_err(|e| SignatureError::Random(e.to_string()))?;
         Ok(SecretKey(SigningKey::from_bytes(&seed)))
     }
 
     /// Reads a `.key` file.
     pub fn from_file(path: &Path) -> Result<SecretKey, SignatureError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SignatureError(format!("cannot read key {}: {e}", path.display())))?;
+        let text = read_key(path)?;
         let seed: [u8; 32] = hex::decode(text.trim())
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| {
-                SignatureError(format!(
+                SignatureError::Malformed(format!(
                     "{}: a secret key must be 64 hex digits",
                     path.display()
                 ))
@@ -112,7 +154,7 @@ pub struct SignatureEntry {
 impl SignatureFile {
     /// Parses `bundle.sig`.
     pub fn parse(text: &str) -> Result<SignatureFile, SignatureError> {
-        toml::from_str(text).map_err(|e| SignatureError(format!("bundle.sig: {e}")))
+        toml::from_str(text).map_err(|e| SignatureError::Malformed(format!("bundle.sig: {e}")))
     }
 
     /// As TOML text.
@@ -126,32 +168,30 @@ impl SignatureFile {
 /// altered bundle.
 pub fn verify(source: &BundleSource, trusted: &[TrustedKey]) -> Result<TrustedKey, SignatureError> {
     if !source.files().contains_key(super::source::SIGNATURE_FILE) {
-        return Err(SignatureError(
-            "the bundle is not signed (no bundle.sig)".into(),
-        ));
+        return Err(SignatureError::Unsigned);
     }
     if trusted.is_empty() {
-        return Err(SignatureError(
-            "signatures are required but no key is trusted: pass the signers' public keys".into(),
-        ));
+        return Err(SignatureError::NoTrustedKey);
     }
-    let text = source
-        .read(super::source::SIGNATURE_FILE)
-        .map_err(|e| SignatureError(e.0))?;
-    let text =
-        String::from_utf8(text).map_err(|_| SignatureError("bundle.sig is not UTF-8".into()))?;
+    let text = source.read(super::source::SIGNATURE_FILE)?;
+    let text = String::from_utf8(text)
+        .map_err(|_| SignatureError::Malformed("bundle.sig is not UTF-8".into()))?;
     let file = SignatureFile::parse(&text)?;
     if file.signature.is_empty() {
-        return Err(SignatureError("bundle.sig holds no signature".into()));
+        return Err(SignatureError::Malformed(
+            "bundle.sig holds no signature".into(),
+        ));
     }
     let listing = source.canonical_listing();
     let mut known_key_failed = false;
     for (n, entry) in file.signature.iter().enumerate() {
         let at = format!("bundle.sig: signature #{}", n + 1);
-        let key: [u8; 32] = decode_hex(&entry.key)
-            .map_err(|why| SignatureError(format!("{at}: `key` {why}, not 64 hex digits")))?;
-        let sig: [u8; 64] = decode_hex(&entry.sig)
-            .map_err(|why| SignatureError(format!("{at}: `sig` {why}, not 128 hex digits")))?;
+        let key: [u8; 32] = decode_hex(&entry.key).map_err(|why| {
+            SignatureError::Malformed(format!("{at}: `key` {why}, not 64 hex digits"))
+        })?;
+        let sig: [u8; 64] = decode_hex(&entry.sig).map_err(|why| {
+            SignatureError::Malformed(format!("{at}: `sig` {why}, not 128 hex digits"))
+        })?;
         let Some(key) = trusted.iter().find(|k| k.0.as_bytes() == &key) else {
             continue;
         };
@@ -164,12 +204,13 @@ pub fn verify(source: &BundleSource, trusted: &[TrustedKey]) -> Result<TrustedKe
         }
         known_key_failed = true;
     }
-    Err(SignatureError(if known_key_failed {
-        "the signature does not match the bundle's content: it was altered after signing".into()
+    Err(if known_key_failed {
+        SignatureError::Mismatch
     } else {
-        let keys: Vec<String> = file.signature.iter().map(|e| short(&e.key)).collect();
-        format!("signed by an untrusted key ({})", keys.join(", "))
-    }))
+        SignatureError::UntrustedKey {
+            keys: file.signature.iter().map(|e| short(&e.key)).collect(),
+        }
+    })
 }
 
 /// Exactly `N` bytes of hex, or what is wrong with the text.

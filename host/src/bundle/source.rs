@@ -58,9 +58,56 @@ impl Default for SourceLimits {
 const MAX_EXTENSION_BYTES: u64 = 64 << 10;
 
 /// A problem with a bundle's files or archive.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SourceError(pub String);
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// Reading, listing, copying or writing a file failed (the OS error is the source).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// The bundle is over one of its [`SourceLimits`].
+    #[error("{message}")]
+    Limit {
+        /// The [`SourceLimits`] field (`max_entries`, `max_total_bytes`, ...).
+        limit: &'static str,
+        /// What was over it.
+        message: String,
+    },
+    /// Something a bundle may not hold: a link, a path outside it, a malformed archive, a
+    /// missing or non-UTF-8 manifest, a file it does not have.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file changed after it was read and verified (a swap under the host's feet).
+    #[error("{0} changed after it was read and verified")]
+    Changed(String),
+}
+
+impl SourceError {
+    pub(crate) fn invalid(message: impl Into<String>) -> SourceError {
+        SourceError::Invalid(message.into())
+    }
+
+    pub(crate) fn limit(limit: &'static str, message: impl Into<String>) -> SourceError {
+        SourceError::Limit {
+            limit,
+            message: message.into(),
+        }
+    }
+}
+
+/// Wraps an OS error with what was being done.
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SourceError {
+    let context = context.into();
+    move |source| SourceError::Io {
+        context,
+        source: std::sync::Arc::new(source),
+    }
+}
 
 /// The files of a bundle, snapshotted into a private directory, each with its digest.
 #[derive(Debug)]
@@ -92,7 +139,7 @@ impl<'a> Snapshot<'a> {
         let dir = tempfile::Builder::new()
             .prefix("rulebox-bundle-")
             .tempdir()
-            .map_err(|e| SourceError(format!("cannot create a directory to snapshot into: {e}")))?;
+            .map_err(io("cannot create a directory to snapshot into"))?;
         Ok(Snapshot {
             limits,
             dir,
@@ -109,19 +156,25 @@ impl<'a> Snapshot<'a> {
     fn entry(&mut self) -> Result<(), SourceError> {
         self.entries += 1;
         if self.entries > self.limits.max_entries {
-            return Err(SourceError(format!(
-                "the {} has more than {} entries (limit max_entries)",
-                self.what, self.limits.max_entries
-            )));
+            return Err(SourceError::limit(
+                "max_entries",
+                format!(
+                    "the {} has more than {} entries (limit max_entries)",
+                    self.what, self.limits.max_entries
+                ),
+            ));
         }
         Ok(())
     }
 
     fn over_size(&self) -> SourceError {
-        SourceError(format!(
-            "the {} holds more than {} bytes (limit max_total_bytes)",
-            self.what, self.limits.max_total_bytes
-        ))
+        SourceError::limit(
+            "max_total_bytes",
+            format!(
+                "the {} holds more than {} bytes (limit max_total_bytes)",
+                self.what, self.limits.max_total_bytes
+            ),
+        )
     }
 
     /// Counts bytes that are not file content (extension headers).
@@ -135,13 +188,13 @@ impl<'a> Snapshot<'a> {
 
     fn add_dir(&mut self, name: &str) -> Result<(), SourceError> {
         if self.files.contains_key(name) {
-            return Err(SourceError(format!(
+            return Err(SourceError::invalid(format!(
                 "{name}: appears twice in the {}",
                 self.what
             )));
         }
         std::fs::create_dir_all(self.dir.path().join(name))
-            .map_err(|e| SourceError(format!("snapshotting {name}: {e}")))?;
+            .map_err(io(format!("snapshotting {name}")))?;
         self.add_parents(name);
         self.dirs.insert(name.to_owned());
         Ok(())
@@ -165,7 +218,7 @@ impl<'a> Snapshot<'a> {
         content: &mut dyn Read,
     ) -> Result<(), SourceError> {
         if self.files.contains_key(name) || self.dirs.contains(name) {
-            return Err(SourceError(format!(
+            return Err(SourceError::invalid(format!(
                 "{name}: appears twice in the {}",
                 self.what
             )));
@@ -176,14 +229,13 @@ impl<'a> Snapshot<'a> {
         }
         let target = self.dir.path().join(name);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| SourceError(format!("snapshotting {name}: {e}")))?;
+            std::fs::create_dir_all(parent).map_err(io(format!("snapshotting {name}")))?;
         }
         let mut out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&target)
-            .map_err(|e| SourceError(format!("snapshotting {name}: {e}")))?;
+            .map_err(io(format!("snapshotting {name}")))?;
         let mut hashed = Hashing {
             out: &mut out,
             hasher: Sha256::new(),
@@ -192,9 +244,9 @@ impl<'a> Snapshot<'a> {
         let copied = match std::io::copy(&mut content.take(budget + 1), &mut hashed) {
             Ok(n) => n,
             Err(e) if e.to_string().contains(OVER_BUDGET) => {
-                return Err(SourceError(OVER_BUDGET.into()));
+                return Err(SourceError::limit("max_total_bytes", OVER_BUDGET));
             }
-            Err(e) => return Err(SourceError(format!("copying {name}: {e}"))),
+            Err(e) => return Err(io(format!("copying {name}"))(e)),
         };
         if copied > budget {
             return Err(self.over_size());
@@ -225,8 +277,7 @@ impl BundleSource {
     /// The path given is resolved once (a `current -> v3.tar.gz` link is the admin's choice);
     /// inside the bundle no link is ever followed.
     pub fn open(path: &Path, limits: &SourceLimits) -> Result<BundleSource, SourceError> {
-        let cannot =
-            |e: std::io::Error| SourceError(format!("cannot read bundle {}: {e}", path.display()));
+        let cannot = |e: std::io::Error| io(format!("cannot read bundle {}", path.display()))(e);
         let real = std::fs::canonicalize(path).map_err(cannot)?;
         let meta = std::fs::metadata(&real).map_err(cannot)?;
         let source = if meta.is_dir() {
@@ -234,7 +285,7 @@ impl BundleSource {
         } else if meta.is_file() {
             Self::from_archive(&real, path, limits)
         } else {
-            Err(SourceError(format!(
+            Err(SourceError::invalid(format!(
                 "{} is neither a directory nor a .tar.gz file",
                 path.display()
             )))
@@ -250,19 +301,16 @@ impl BundleSource {
         let mut stack = vec![PathBuf::new()];
         while let Some(rel) = stack.pop() {
             let dir = root.join(&rel);
-            let entries = read_dir_nofollow(&dir)
-                .map_err(|e| SourceError(format!("cannot list {}: {e}", dir.display())))?;
+            let entries =
+                read_dir_nofollow(&dir).map_err(io(format!("cannot list {}", dir.display())))?;
             for entry in entries {
-                let entry = entry
-                    .map_err(|e| SourceError(format!("cannot list {}: {e}", dir.display())))?;
+                let entry = entry.map_err(io(format!("cannot list {}", dir.display())))?;
                 snap.entry()?;
                 let rel_path = rel.join(entry.file_name());
                 let name = to_bundle_path(&rel_path, limits)?;
-                let ty = entry
-                    .file_type()
-                    .map_err(|e| SourceError(format!("{name}: {e}")))?;
+                let ty = entry.file_type().map_err(io(name.as_str()))?;
                 if ty.is_symlink() {
-                    return Err(SourceError(format!(
+                    return Err(SourceError::invalid(format!(
                         "{name}: links are not allowed in a bundle"
                     )));
                 } else if ty.is_dir() {
@@ -270,11 +318,11 @@ impl BundleSource {
                     stack.push(rel_path);
                 } else if ty.is_file() {
                     let mut file = open_regular(&root.join(&rel_path))
-                        .map_err(|e| SourceError(format!("cannot read {name}: {e}")))?;
+                        .map_err(io(format!("cannot read {name}")))?;
                     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
                     snap.add_file(&name, size, &mut file)?;
                 } else {
-                    return Err(SourceError(format!(
+                    return Err(SourceError::invalid(format!(
                         "{name}: only files and directories are allowed"
                     )));
                 }
@@ -289,11 +337,10 @@ impl BundleSource {
         path: &Path,
         limits: &SourceLimits,
     ) -> Result<BundleSource, SourceError> {
-        let file = open_regular(real)
-            .map_err(|e| SourceError(format!("cannot read bundle {}: {e}", path.display())))?;
-        let not_tar_gz = |e: std::io::Error| {
-            SourceError(format!("{} is not a valid .tar.gz: {e}", path.display()))
-        };
+        let file =
+            open_regular(real).map_err(io(format!("cannot read bundle {}", path.display())))?;
+        let not_tar_gz =
+            |e: std::io::Error| io(format!("{} is not a valid .tar.gz", path.display()))(e);
         let mut snap = Snapshot::new(limits, "archive")?;
         // Every decompressed byte counts: file content against max_total_bytes, and headers,
         // padding and skipped data against an allowance of two blocks per entry.
@@ -307,9 +354,12 @@ impl BundleSource {
             left: stream_budget,
         };
         let over_stream = || {
-            SourceError(format!(
-                "the archive decompresses to more than {stream_budget} bytes (limit max_total_bytes plus headers)"
-            ))
+            SourceError::limit(
+                "max_total_bytes",
+                format!(
+                    "the archive decompresses to more than {stream_budget} bytes (limit max_total_bytes plus headers)"
+                ),
+            )
         };
         let mut archive = tar::Archive::new(stream);
         {
@@ -327,10 +377,13 @@ impl BundleSource {
                     || ty.is_pax_global_extensions()
                 {
                     if size > MAX_EXTENSION_BYTES {
-                        return Err(SourceError(format!(
-                            "archive extension header of {size} bytes, over {MAX_EXTENSION_BYTES} (a path is at most {} bytes)",
-                            limits.max_path_bytes
-                        )));
+                        return Err(SourceError::limit(
+                            "max_path_bytes",
+                            format!(
+                                "archive extension header of {size} bytes, over {MAX_EXTENSION_BYTES} (a path is at most {} bytes)",
+                                limits.max_path_bytes
+                            ),
+                        ));
                     }
                     snap.charge(size)?;
                     let mut data = Vec::with_capacity(size as usize);
@@ -340,7 +393,9 @@ impl BundleSource {
                         .map_err(|e| classify_io(e, &over_stream, &not_tar_gz))?;
                     if ty.is_gnu_longname() {
                         if long_name.is_some() {
-                            return Err(SourceError("two long names for one archive entry".into()));
+                            return Err(SourceError::invalid(
+                                "two long names for one archive entry",
+                            ));
                         }
                         while data.last() == Some(&0) {
                             data.pop();
@@ -357,7 +412,7 @@ impl BundleSource {
                     .or(long_name.take())
                     .unwrap_or_else(|| entry.path_bytes().into_owned());
                 let raw_name = std::str::from_utf8(&raw_name).map_err(|_| {
-                    SourceError(format!(
+                    SourceError::invalid(format!(
                         "{}: path is not UTF-8",
                         String::from_utf8_lossy(&raw_name)
                     ))
@@ -372,19 +427,26 @@ impl BundleSource {
                     tar::EntryType::Regular | tar::EntryType::Continuous if !name.is_empty() => {
                         snap.add_file(&name, size, &mut entry).map_err(|e| {
                             // A budget error from below is the stream's, not the file's.
-                            if e.0 == OVER_BUDGET { over_stream() } else { e }
+                            match &e {
+                                SourceError::Limit { message, .. } if message == OVER_BUDGET => {
+                                    over_stream()
+                                }
+                                _ => e,
+                            }
                         })?;
                     }
                     tar::EntryType::Regular | tar::EntryType::Continuous => {
-                        return Err(SourceError("archive file entry with an empty path".into()));
+                        return Err(SourceError::invalid(
+                            "archive file entry with an empty path",
+                        ));
                     }
                     tar::EntryType::Symlink | tar::EntryType::Link => {
-                        return Err(SourceError(format!(
+                        return Err(SourceError::invalid(format!(
                             "{name}: links are not allowed in a bundle"
                         )));
                     }
                     other => {
-                        return Err(SourceError(format!(
+                        return Err(SourceError::invalid(format!(
                             "{}: entry type {other:?} is not allowed in a bundle",
                             if name.is_empty() { "." } else { &name }
                         )));
@@ -392,8 +454,8 @@ impl BundleSource {
                 }
             }
             if long_name.is_some() || pax_path.is_some() {
-                return Err(SourceError(
-                    "the archive ends with a header that describes no entry".into(),
+                return Err(SourceError::invalid(
+                    "the archive ends with a header that describes no entry",
                 ));
             }
         }
@@ -409,7 +471,7 @@ impl BundleSource {
                 break;
             }
             if buf[..n].iter().any(|&b| b != 0) {
-                return Err(SourceError(format!(
+                return Err(SourceError::invalid(format!(
                     "{}: data follows the end of the tar archive (concatenated archives are not supported; pack one)",
                     path.display()
                 )));
@@ -448,16 +510,16 @@ impl BundleSource {
     /// snapshot is checked again, so what is returned is what a signature covered).
     pub fn read(&self, name: &str) -> Result<Vec<u8>, SourceError> {
         let (Some(digest), Some(&size)) = (self.files.get(name), self.sizes.get(name)) else {
-            return Err(SourceError(format!("file `{name}` is not in the bundle")));
+            return Err(SourceError::invalid(format!(
+                "file `{name}` is not in the bundle"
+            )));
         };
         let mut bytes = Vec::with_capacity(size as usize);
         open_regular(&self.root.join(name))
             .and_then(|f| f.take(size + 1).read_to_end(&mut bytes))
-            .map_err(|e| SourceError(format!("cannot read {name}: {e}")))?;
+            .map_err(io(format!("cannot read {name}")))?;
         if bytes.len() as u64 != size || Sha256::digest(&bytes).as_slice() != digest {
-            return Err(SourceError(format!(
-                "{name} changed after it was read and verified"
-            )));
+            return Err(SourceError::Changed(name.to_owned()));
         }
         Ok(bytes)
     }
@@ -494,20 +556,20 @@ fn listing<'a>(files: impl Iterator<Item = (&'a str, &'a [u8; 32])>) -> String {
 fn pax_path_of(data: &[u8]) -> Result<Option<Vec<u8>>, SourceError> {
     let mut path = None;
     for ext in tar::PaxExtensions::new(data) {
-        let ext = ext.map_err(|e| SourceError(format!("malformed PAX header: {e}")))?;
+        let ext = ext.map_err(io("malformed PAX header"))?;
         let key = ext
             .key()
-            .map_err(|_| SourceError("malformed PAX header: key is not UTF-8".into()))?;
+            .map_err(|_| SourceError::invalid("malformed PAX header: key is not UTF-8"))?;
         match key {
             "path" => path = Some(ext.value_bytes().to_vec()),
             "size" | "linkpath" => {
-                return Err(SourceError(format!(
+                return Err(SourceError::invalid(format!(
                     "PAX header record `{key}` is not supported in a bundle"
                 )));
             }
             k if k.starts_with("GNU.sparse") => {
-                return Err(SourceError(
-                    "sparse files are not allowed in a bundle".into(),
+                return Err(SourceError::invalid(
+                    "sparse files are not allowed in a bundle",
                 ));
             }
             _ => {}
@@ -595,12 +657,14 @@ fn to_bundle_path(path: &Path, limits: &SourceLimits) -> Result<String, SourceEr
         match c {
             Component::Normal(p) => parts.push(
                 p.to_str()
-                    .ok_or_else(|| SourceError(format!("{}: path is not UTF-8", path.display())))?
+                    .ok_or_else(|| {
+                        SourceError::invalid(format!("{}: path is not UTF-8", path.display()))
+                    })?
                     .to_owned(),
             ),
             Component::CurDir => {}
             Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                return Err(SourceError(format!(
+                return Err(SourceError::invalid(format!(
                     "{}: path escapes the bundle (absolute or `..`)",
                     path.display().to_string().escape_debug()
                 )));
@@ -609,18 +673,21 @@ fn to_bundle_path(path: &Path, limits: &SourceLimits) -> Result<String, SourceEr
     }
     let name = parts.join("/");
     if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(SourceError(format!(
+        return Err(SourceError::invalid(format!(
             "\"{}\": control character {c:?} in a path",
             name.escape_debug()
         )));
     }
     if name.len() > limits.max_path_bytes {
-        return Err(SourceError(format!(
-            "{}...: path of {} bytes, over {} (limit max_path_bytes)",
-            name.chars().take(40).collect::<String>(),
-            name.len(),
-            limits.max_path_bytes
-        )));
+        return Err(SourceError::limit(
+            "max_path_bytes",
+            format!(
+                "{}...: path of {} bytes, over {} (limit max_path_bytes)",
+                name.chars().take(40).collect::<String>(),
+                name.len(),
+                limits.max_path_bytes
+            ),
+        ));
     }
     Ok(name)
 }
@@ -631,7 +698,8 @@ pub fn check_manifest_path(path: &str) -> Result<String, String> {
     if path.is_empty() {
         return Err("must not be empty".into());
     }
-    let name = to_bundle_path(Path::new(path), &SourceLimits::default()).map_err(|e| e.0)?;
+    let name =
+        to_bundle_path(Path::new(path), &SourceLimits::default()).map_err(|e| e.to_string())?;
     if name.is_empty() {
         return Err(format!(
             "`{path}` is the bundle itself: name a path inside it"
@@ -659,14 +727,20 @@ mod tests {
     #[test]
     fn control_characters_and_long_paths_are_refused() {
         let err = path("data/x\nabc def").unwrap_err();
-        assert!(err.0.contains("control character '\\n'"), "{err}");
+        assert!(matches!(err, SourceError::Invalid(_)), "{err:?}");
+        assert!(err.to_string().contains("control character '\\n'"), "{err}");
         assert!(path("a\tb").is_err());
         assert!(path("a\u{7f}").is_err());
+        let long = path(&"a".repeat(1025)).unwrap_err();
         assert!(
-            path(&"a".repeat(1025))
-                .unwrap_err()
-                .0
-                .contains("max_path_bytes")
+            matches!(
+                long,
+                SourceError::Limit {
+                    limit: "max_path_bytes",
+                    ..
+                }
+            ),
+            "{long:?}"
         );
         assert_eq!(
             check_manifest_path(".").unwrap_err(),
