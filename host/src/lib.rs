@@ -73,6 +73,7 @@ pub use input::{FactPath, Input, Reads};
 #[cfg(feature = "watch")]
 pub use registry::Watcher;
 pub use registry::{
-    Activation, BundleStatus, LoadFailure, Registry, RegistryConfig, RegistryError,
+    Activation, BundleStatus, FailureRecord, LoadFailure, Registry, RegistryConfig, RegistryError,
+    RegistryEvent,
 };
 pub use rule::{Decision, Evaluation, Grant, Metering, Rule, RuleBuilder, Upstream, Verdict};

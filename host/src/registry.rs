@@ -7,9 +7,11 @@ use crate::engine::Engine;
 use crate::input::Input;
 use arc_swap::ArcSwap;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Registry settings.
 #[derive(Clone, Debug)]
@@ -76,6 +78,74 @@ struct Slot {
     active: ArcSwap<Bundle>,
     /// Older revisions, newest first (the active one is not in here).
     history: Mutex<VecDeque<Arc<Bundle>>>,
+    /// When the active revision became active, in milliseconds since the Unix epoch.
+    activated_at_ms: std::sync::atomic::AtomicU64,
+    /// The last load of this bundle that failed, if any since it was loaded.
+    last_failure: Mutex<Option<FailureRecord>>,
+}
+
+/// What the registry did or failed to do, as it happens: [`Registry::subscribe`]. Metrics,
+/// health and alerts consume these.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RegistryEvent {
+    /// A revision became active.
+    Activated {
+        /// The bundle.
+        bundle: String,
+        /// The revision now active.
+        revision: String,
+        /// The revision it replaced.
+        previous: Option<String>,
+        /// When, in milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
+    /// A load failed; the active revision (if any) is unchanged.
+    LoadFailed {
+        /// The bundle, when known (the name is read from the manifest: a load that fails
+        /// before it, or whose path is not a loaded bundle's, has none).
+        bundle: Option<String>,
+        /// The failure.
+        failure: FailureRecord,
+    },
+    /// An earlier revision became active again.
+    RolledBack {
+        /// The bundle.
+        bundle: String,
+        /// The revision that was active.
+        from: String,
+        /// The revision active now.
+        to: String,
+        /// When, in milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
+    /// A bundle was removed.
+    Unloaded {
+        /// The bundle.
+        bundle: String,
+        /// When, in milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
+}
+
+/// A failed load, as kept in status and sent in events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FailureRecord {
+    /// What was being loaded.
+    pub path: PathBuf,
+    /// The step that failed.
+    pub step: LoadStep,
+    /// Why, in words.
+    pub reason: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The status of one loaded bundle.
@@ -91,6 +161,11 @@ pub struct BundleStatus {
     pub history: Vec<String>,
     /// Number of rules.
     pub rules: usize,
+    /// When the active revision became active, in milliseconds since the Unix epoch.
+    pub activated_at_ms: u64,
+    /// The last failed load of this bundle since it was first loaded, if any (a later
+    /// successful load does not clear it: compare `at_ms` with `activated_at_ms`).
+    pub last_failure: Option<FailureRecord>,
 }
 
 /// Loaded bundles by name. Share it behind an `Arc`; every method takes `&self`.
@@ -98,8 +173,10 @@ pub struct Registry {
     engine: Engine,
     config: RegistryConfig,
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
-    /// Serializes loads so two revisions of one bundle cannot race to activation.
-    loading: tokio::sync::Mutex<()>,
+    /// One lock per bundle name, held from the end of reading to activation, so two
+    /// revisions of one bundle cannot race to activation while other bundles load freely.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    events: tokio::sync::broadcast::Sender<RegistryEvent>,
 }
 
 impl Registry {
@@ -109,7 +186,8 @@ impl Registry {
             engine,
             config,
             slots: RwLock::new(BTreeMap::new()),
-            loading: tokio::sync::Mutex::new(()),
+            loading: Mutex::default(),
+            events: tokio::sync::broadcast::channel(1024).0,
         }
     }
 
@@ -118,10 +196,59 @@ impl Registry {
         &self.engine
     }
 
+    /// A receiver of every [`RegistryEvent`] from now on. A receiver that falls more than
+    /// 1024 events behind loses the oldest (and is told how many).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RegistryEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, event: RegistryEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(event);
+    }
+
+    fn name_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Records a failed load: in the status of the bundle it names (or that was loaded from
+    /// the same path), and as an event.
+    fn failed(&self, failure: LoadFailure, name: Option<&str>) -> LoadFailure {
+        let record = FailureRecord {
+            path: failure.path.clone(),
+            step: failure.step,
+            reason: failure.error.to_string(),
+            at_ms: now_ms(),
+        };
+        let bundle = {
+            let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+            let slot = match name {
+                Some(n) => slots.get_key_value(n),
+                None => slots
+                    .iter()
+                    .find(|(_, s)| s.active.load().origin() == failure.path),
+            };
+            slot.map(|(name, slot)| {
+                *slot.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(record.clone());
+                name.clone()
+            })
+        };
+        tracing::warn!(path = %failure.path.display(), step = ?failure.step, bundle = ?bundle, "bundle not loaded: {}", failure.error);
+        self.emit(RegistryEvent::LoadFailed {
+            bundle: bundle.or(name.map(str::to_owned)),
+            failure: record,
+        });
+        failure
+    }
+
     /// Loads a bundle directory or archive: read, verify, compile, test, then activate it
     /// atomically. Evaluations in flight finish on the revision they started with.
     pub async fn load(&self, path: &Path) -> Result<Activation, LoadFailure> {
-        let _serial = self.loading.lock().await;
         let fail = |error: BundleError| LoadFailure {
             path: path.to_owned(),
             step: error.step(),
@@ -130,18 +257,27 @@ impl Registry {
         let engine = self.engine.clone();
         let options = self.config.load.clone();
         let owned = path.to_owned();
-        let bundle = tokio::task::spawn_blocking(move || Bundle::load(&engine, &owned, &options))
+        let loaded = tokio::task::spawn_blocking(move || Bundle::load(&engine, &owned, &options))
             .await
             .map_err(|e| {
                 fail(BundleError::Source(crate::bundle::SourceError::invalid(
                     format!("the load task failed: {e}"),
                 )))
-            })?
-            .map_err(fail)?;
+            })
+            .and_then(|r| r.map_err(fail));
+        let bundle = match loaded {
+            Ok(b) => b,
+            Err(f) => return Err(self.failed(f, None)),
+        };
+        let name = bundle.name().to_owned();
+        let lock = self.name_lock(&name);
+        let _serial = lock.lock().await;
         let tests_passed = if self.config.run_tests {
             let report = bundle.run_tests().await;
             let n = report.cases.len();
-            report.into_result().map_err(fail)?;
+            if let Err(e) = report.into_result() {
+                return Err(self.failed(fail(e), Some(&name)));
+            }
             n
         } else {
             0
@@ -149,12 +285,18 @@ impl Registry {
         let bundle = Arc::new(bundle);
         let previous = self.activate(bundle.clone());
         let activation = Activation {
-            bundle: bundle.name().to_owned(),
+            bundle: name,
             revision: bundle.revision().to_owned(),
             previous,
             tests_passed,
         };
         tracing::info!(bundle = %activation.bundle, revision = %activation.revision, previous = ?activation.previous, "bundle activated");
+        self.emit(RegistryEvent::Activated {
+            bundle: activation.bundle.clone(),
+            revision: activation.revision.clone(),
+            previous: activation.previous.clone(),
+            at_ms: now_ms(),
+        });
         Ok(activation)
     }
 
@@ -167,12 +309,16 @@ impl Registry {
                     Arc::new(Slot {
                         active: ArcSwap::new(bundle),
                         history: Mutex::new(VecDeque::new()),
+                        activated_at_ms: now_ms().into(),
+                        last_failure: Mutex::new(None),
                     }),
                 );
                 None
             }
             Some(slot) => {
                 let old = slot.active.swap(bundle);
+                slot.activated_at_ms
+                    .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
                 let revision = old.revision().to_owned();
                 let mut history = slot.history.lock().unwrap_or_else(|e| e.into_inner());
                 history.push_front(old);
@@ -191,7 +337,15 @@ impl Registry {
             .ok_or_else(|| RegistryError::NoPrevious(name.to_owned()))?;
         let revision = previous.revision().to_owned();
         let old = slot.active.swap(previous);
+        slot.activated_at_ms
+            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(bundle = name, from = old.revision(), to = %revision, "bundle rolled back");
+        self.emit(RegistryEvent::RolledBack {
+            bundle: name.to_owned(),
+            from: old.revision().to_owned(),
+            to: revision.clone(),
+            at_ms: now_ms(),
+        });
         Ok(Activation {
             bundle: name.to_owned(),
             revision,
@@ -206,8 +360,12 @@ impl Registry {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name)
-            .map(|_| ())
-            .ok_or_else(|| RegistryError::NotFound(name.to_owned()))
+            .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+        self.emit(RegistryEvent::Unloaded {
+            bundle: name.to_owned(),
+            at_ms: now_ms(),
+        });
+        Ok(())
     }
 
     fn slot(&self, name: &str) -> Result<Arc<Slot>, RegistryError> {
@@ -249,6 +407,14 @@ impl Registry {
                         .map(|b| b.revision().to_owned())
                         .collect(),
                     rules: active.rules().len(),
+                    activated_at_ms: slot
+                        .activated_at_ms
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    last_failure: slot
+                        .last_failure
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
                 }
             })
             .collect()
@@ -303,9 +469,9 @@ impl Registry {
                             if !is_bundle_candidate(&path) {
                                 continue;
                             }
-                            match registry.load(&path).await {
-                                Ok(a) => tracing::info!(path = %path.display(), bundle = %a.bundle, revision = %a.revision, "watched bundle loaded"),
-                                Err(e) => tracing::error!(path = %path.display(), step = ?e.step, "watched bundle not loaded: {}", e.error),
+                            // Failures are logged and sent as events by `load`.
+                            if let Ok(a) = registry.load(&path).await {
+                                tracing::info!(path = %path.display(), bundle = %a.bundle, revision = %a.revision, "watched bundle loaded");
                             }
                         }
                     }

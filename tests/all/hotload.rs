@@ -311,3 +311,126 @@ fn several_bundles_side_by_side_by_name() {
     assert_eq!(reg.get("payments").unwrap().revision(), "2026.11.22-1");
     assert_eq!(reg.get("hot").unwrap().revision(), "h1");
 }
+
+#[test]
+fn lifecycle_events_and_status_say_what_happened_and_when() {
+    use rulebox::RegistryEvent;
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let mut events = reg.subscribe();
+    let rt = rt();
+    let path = revision_dir(tmp.path(), "r1");
+    rt.block_on(reg.load(&path)).unwrap();
+    let activated = reg.status()[0].activated_at_ms;
+    assert!(activated > 1_700_000_000_000, "{activated}");
+    assert_eq!(reg.status()[0].last_failure, None);
+    rt.block_on(reg.load(&revision_dir(tmp.path(), "r2")))
+        .unwrap();
+    // A revision whose golden case fails, then a broken manifest at the active path.
+    let bad = revision_dir(tmp.path(), "r3");
+    std::fs::write(
+        bad.join("bundle.toml"),
+        manifest("r3").replace("verdict = \"allow\"\n", "verdict = \"deny\"\n"),
+    )
+    .unwrap();
+    rt.block_on(reg.load(&bad)).unwrap_err();
+    let status = &reg.status()[0];
+    assert_eq!(status.revision, "r2", "still serving");
+    let failure = status.last_failure.as_ref().unwrap();
+    assert_eq!(
+        (failure.step, failure.path.as_path()),
+        (LoadStep::Test, bad.as_path())
+    );
+    assert!(
+        failure.reason.contains("golden cases failed"),
+        "{failure:?}"
+    );
+    let r2 = tmp.path().join("r2");
+    std::fs::write(r2.join("bundle.toml"), "[bundle").unwrap();
+    rt.block_on(reg.load(&r2)).unwrap_err();
+    let failure = reg.status()[0].last_failure.clone().unwrap();
+    assert_eq!(
+        failure.step,
+        LoadStep::Read,
+        "matched to the bundle by its path"
+    );
+    reg.rollback("hot").unwrap();
+    reg.unload("hot").unwrap();
+
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(e);
+    }
+    let summary: Vec<String> = seen
+        .iter()
+        .map(|e| match e {
+            RegistryEvent::Activated {
+                bundle,
+                revision,
+                previous,
+                ..
+            } => {
+                format!("activated {bundle} {revision} after {previous:?}")
+            }
+            RegistryEvent::LoadFailed { bundle, failure } => {
+                format!("failed {bundle:?} at {:?}", failure.step)
+            }
+            RegistryEvent::RolledBack {
+                bundle, from, to, ..
+            } => {
+                format!("rolled back {bundle} {from}->{to}")
+            }
+            RegistryEvent::Unloaded { bundle, .. } => format!("unloaded {bundle}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "activated hot r1 after None",
+            "activated hot r2 after Some(\"r1\")",
+            "failed Some(\"hot\") at Test",
+            "failed Some(\"hot\") at Read",
+            "rolled back hot r2->r1",
+            "unloaded hot",
+        ]
+    );
+    // Events serialize for a server to send as they are.
+    let json = serde_json::to_value(&seen[2]).unwrap();
+    assert_eq!(json["event"], "load-failed");
+    assert_eq!(json["failure"]["step"], "test");
+}
+
+#[test]
+fn a_slow_load_of_one_bundle_does_not_delay_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slow = tmp.path().join("slow");
+    write_bundle(
+        &slow,
+        "[bundle]\nname = \"slow\"\nrevision = \"1\"\n[[rule]]\nname = \"s\"\ncomponent = \"sleep.wasm\"\nsettings = { seconds = 1 }\nlimits = { timeout_ms = 5000 }\n[[test]]\ninput = {}\nverdict = \"allow\"\n",
+    );
+    std::fs::copy(
+        rulebox_tests::guest_path("hostile_sleep"),
+        slow.join("sleep.wasm"),
+    )
+    .unwrap();
+    let fast = revision_dir(tmp.path(), "fast");
+    let reg = registry();
+    rt().block_on(async {
+        let slow_load = tokio::spawn({
+            let reg = reg.clone();
+            async move { reg.load(&slow).await }
+        });
+        // Let it reach its golden case (a one-second sleep).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t = std::time::Instant::now();
+        reg.load(&fast).await.unwrap();
+        assert!(
+            !slow_load.is_finished(),
+            "the fast bundle waited {:?} for the slow one",
+            t.elapsed()
+        );
+        slow_load.await.unwrap().unwrap();
+    });
+    assert_eq!(reg.status().len(), 2);
+}
