@@ -17,7 +17,7 @@ const RULES: usize = 20;
 /// has its own digest and really compiles) as independent rules.
 fn write_bundle(dir: &Path, work: u64) {
     let echo = rulebox_tests::guest_bytes("fixture_echo");
-    let mut manifest = String::from("[bundle]\nname = \"wide\"\nrevision = \"1\"\n");
+    let mut manifest = String::from("[bundle]\nformat = 1\nname = \"wide\"\nrevision = \"1\"\n");
     for i in 0..RULES {
         let mut bytes = echo.clone();
         let name = format!("rule-{i}");

@@ -28,7 +28,7 @@ fn bundle_dir(strategy: &str) -> tempfile::TempDir {
     std::fs::write(
         dir.path().join("bundle.toml"),
         format!(
-            "[bundle]\nname = \"bench\"\nrevision = \"1\"\n[[rule]]\nname = \"r\"\ncomponent = \"amount_limit.wasm\"\nreads = [\"order.amount\", \"order.currency\"]\nsettings = {{ max = 5000 }}\ncache = {{ strategy = \"{strategy}\" }}\n"
+            "[bundle]\nformat = 1\nname = \"bench\"\nrevision = \"1\"\n[[rule]]\nname = \"r\"\ncomponent = \"amount_limit.wasm\"\nreads = [\"order.amount\", \"order.currency\"]\nsettings = {{ max = 5000 }}\ncache = {{ strategy = \"{strategy}\" }}\n"
         ),
     )
     .unwrap();

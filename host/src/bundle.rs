@@ -13,7 +13,8 @@ pub use evaluate::{BundleResult, Overloaded};
 pub use golden::{TestOutcome, TestReport};
 
 pub use manifest::{
-    BundleSection, Combine, GrantSection, Manifest, ManifestError, OnError, RuleSection, TestCase,
+    BundleSection, Combine, GrantSection, MANIFEST_FORMAT, Manifest, ManifestError, OnError,
+    RuleSection, TestCase,
 };
 pub use pack::{pack, sign, write_archive};
 pub use signing::{SecretKey, SignatureEntry, SignatureError, SignatureFile, TrustedKey, verify};

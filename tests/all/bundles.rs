@@ -53,7 +53,7 @@ fn every_bad_bundle_in_the_catalogue_gets_its_exact_error() {
 #[test]
 fn a_component_of_another_world_fails_at_compile_and_names_the_rule() {
     let dir = temp_bundle(
-        "[bundle]\nname = \"b\"\nrevision = \"1\"\n[[rule]]\nname = \"other\"\ncomponent = \"other.wasm\"\n",
+        "[bundle]\nformat = 1\nname = \"b\"\nrevision = \"1\"\n[[rule]]\nname = \"other\"\ncomponent = \"other.wasm\"\n",
     );
     std::fs::copy(guest_path("foreign_world"), dir.path().join("other.wasm")).unwrap();
     let err = load(dir.path()).unwrap_err();
@@ -222,7 +222,7 @@ fn archives_that_escape_or_overflow_are_refused() {
 #[test]
 fn a_symlink_in_a_bundle_directory_is_refused() {
     let dir = temp_bundle(
-        "[bundle]\nname = \"b\"\nrevision = \"1\"\n[[rule]]\nname = \"a\"\ncomponent = \"echo.wasm\"\n",
+        "[bundle]\nformat = 1\nname = \"b\"\nrevision = \"1\"\n[[rule]]\nname = \"a\"\ncomponent = \"echo.wasm\"\n",
     );
     std::os::unix::fs::symlink("/etc", dir.path().join("data/etc")).unwrap();
     let err = load(dir.path()).unwrap_err();
@@ -281,7 +281,7 @@ fn echo_rule(name: &str, settings: &str, deps: &[&str], extra: &str) -> String {
 #[test]
 fn a_diamond_of_dependencies_gets_the_right_upstream_data() {
     let manifest = [
-        "[bundle]\nname = \"diamond\"\nrevision = \"1\"\n".to_owned(),
+        "[bundle]\nformat = 1\nname = \"diamond\"\nrevision = \"1\"\n".to_owned(),
         echo_rule("top", r#"{ tag = "T", verdict = "allow" }"#, &[], ""),
         echo_rule("left", r#"{ tag = "L", verdict = "review" }"#, &["top"], ""),
         echo_rule("right", r#"{ tag = "R", verdict = "allow" }"#, &["top"], ""),
@@ -326,7 +326,7 @@ fn a_diamond_of_dependencies_gets_the_right_upstream_data() {
 /// and reasons under `combine`.
 fn combined(combine: &str, rules: &[(&str, &str)]) -> (Verdict, Vec<String>) {
     let mut manifest =
-        format!("[bundle]\nname = \"c\"\nrevision = \"1\"\ncombine = \"{combine}\"\n");
+        format!("[bundle]\nformat = 1\nname = \"c\"\nrevision = \"1\"\ncombine = \"{combine}\"\n");
     for (i, (verdict, on_error)) in rules.iter().enumerate() {
         let settings = if *verdict == "fail" {
             r#"{ fail = "failed" }"#.to_owned()
@@ -408,7 +408,7 @@ fn on_error_fails_closed_or_open() {
 #[test]
 fn a_failed_upstream_reaches_dependents_as_its_on_error_effect() {
     let manifest = [
-        "[bundle]\nname = \"f\"\nrevision = \"1\"\n".to_owned(),
+        "[bundle]\nformat = 1\nname = \"f\"\nrevision = \"1\"\n".to_owned(),
         echo_rule(
             "closed",
             r#"{ fail = "panic" }"#,
@@ -451,7 +451,7 @@ fn a_failed_upstream_reaches_dependents_as_its_on_error_effect() {
 #[test]
 fn failing_golden_cases_are_reported() {
     let manifest = [
-        "[bundle]\nname = \"g\"\nrevision = \"1\"\n".to_owned(),
+        "[bundle]\nformat = 1\nname = \"g\"\nrevision = \"1\"\n".to_owned(),
         echo_rule("a", r#"{ verdict = "deny", reason = "no" }"#, &[], "[[rule.test]]\nname = \"wrong\"\ninput = {}\nverdict = \"allow\"\n[[rule.test]]\nname = \"right\"\ninput = {}\nverdict = \"deny\"\nreasons = [\"no\"]\n"),
         "[[test]]\nname = \"bundle level\"\ninput = { x = 1 }\nverdict = \"deny\"\nreasons = [\"a: no\"]\n".to_owned(),
     ]
@@ -479,7 +479,7 @@ fn pack_fills_digests_and_the_archive_loads_like_the_directory() {
     let src = tmp.path().join("src");
     write_bundle(
         &src,
-        "# keep this comment\n[bundle]\nname = \"p\"\nrevision = \"7\"\n[[rule]]\nname = \"a\"\ncomponent = \"echo.wasm\"\ngrants = [{ dir = \"data\" }]\nsettings = { verdict = \"review\" }\n",
+        "# keep this comment\n[bundle]\nformat = 1\nname = \"p\"\nrevision = \"7\"\n[[rule]]\nname = \"a\"\ncomponent = \"echo.wasm\"\ngrants = [{ dir = \"data\" }]\nsettings = { verdict = \"review\" }\n",
     );
     let out = tmp.path().join("p.tar.gz");
     bundle::pack(&src, &out, None, &SourceLimits::default()).unwrap();

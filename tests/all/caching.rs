@@ -26,7 +26,7 @@ fn input(v: serde_json::Value) -> Input {
 /// A bundle `name` with one echo rule `r` (reads `order.amount`) under `cache_policy`.
 fn one_rule(name: &str, settings: &str, cache_policy: &str) -> tempfile::TempDir {
     temp_bundle(&format!(
-        "[bundle]\nname = \"{name}\"\nrevision = \"1\"\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nreads = [\"order.amount\"]\nsettings = {settings}\ncache = {cache_policy}\n"
+        "[bundle]\nformat = 1\nname = \"{name}\"\nrevision = \"1\"\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nreads = [\"order.amount\"]\nsettings = {settings}\ncache = {cache_policy}\n"
     ))
 }
 
@@ -110,7 +110,7 @@ fn settings_component_and_upstream_changes_all_miss() {
 
     // A dependent reading only order.amount still misses when its upstream decides otherwise.
     let dir = temp_bundle(
-        "[bundle]\nname = \"up\"\nrevision = \"1\"\n\
+        "[bundle]\nformat = 1\nname = \"up\"\nrevision = \"1\"\n\
          [[rule]]\nname = \"up\"\ncomponent = \"echo.wasm\"\nreads = [\"x\"]\ncache = { strategy = \"none\" }\n\
          [[rule]]\nname = \"down\"\ncomponent = \"echo.wasm\"\nreads = [\"order.amount\"]\ndepends_on = [\"up\"]\n",
     );
@@ -184,7 +184,7 @@ fn limit_errors_traps_and_clock_readers_are_never_cached() {
     let doc = json!({"order": {"amount": 1}});
     let slow = load(one_rule("slow", "{ work = 100000000000 }", "{}").path(), &c);
     let dir = temp_bundle(
-        "[bundle]\nname = \"slow2\"\nrevision = \"1\"\nlimits = { timeout_ms = 20, fuel = 9000000000 }\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nreads = [\"order.amount\"]\nsettings = { work = 100000000000 }\n",
+        "[bundle]\nformat = 1\nname = \"slow2\"\nrevision = \"1\"\nlimits = { timeout_ms = 20, fuel = 9000000000 }\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nreads = [\"order.amount\"]\nsettings = { work = 100000000000 }\n",
     );
     let timed = load(dir.path(), &c);
     for _ in 0..2 {
@@ -224,7 +224,7 @@ fn rules_with_grants_are_cached_only_when_asked() {
     let doc = json!({"order": {"amount": 1}});
     let m = |policy: &str| {
         format!(
-            "[bundle]\nname = \"g\"\nrevision = \"1\"\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nreads = [\"order.amount\"]\ngrants = [{{ dir = \"data\" }}]\n{policy}\n"
+            "[bundle]\nformat = 1\nname = \"g\"\nrevision = \"1\"\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nreads = [\"order.amount\"]\ngrants = [{{ dir = \"data\" }}]\n{policy}\n"
         )
     };
     let (plain, explicit) = (

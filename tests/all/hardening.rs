@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const MANIFEST: &str = "[bundle]\nname = \"h\"\nrevision = \"1\"\n[[rule]]\nname = \"a\"\ncomponent = \"echo.wasm\"\nsettings = { verdict = \"allow\" }\ngrants = [{ dir = \"data\" }]\n";
+const MANIFEST: &str = "[bundle]\nformat = 1\nname = \"h\"\nrevision = \"1\"\n[[rule]]\nname = \"a\"\ncomponent = \"echo.wasm\"\nsettings = { verdict = \"allow\" }\ngrants = [{ dir = \"data\" }]\n";
 
 fn required(key: &SecretKey) -> LoadOptions {
     LoadOptions {
@@ -359,7 +359,7 @@ fn a_huge_sparse_file_in_a_directory_is_refused_before_it_is_read() {
 // 7. Manifest scale.
 #[test]
 fn a_bundle_with_too_many_rules_is_refused_naming_the_limit() {
-    let mut manifest = "[bundle]\nname = \"big\"\nrevision = \"1\"\n".to_owned();
+    let mut manifest = "[bundle]\nformat = 1\nname = \"big\"\nrevision = \"1\"\n".to_owned();
     for i in 0..1001 {
         manifest.push_str(&format!(
             "[[rule]]\nname = \"r{i}\"\ncomponent = \"echo.wasm\"\n{}",
@@ -542,7 +542,7 @@ fn a_cache_directory_others_can_write_is_refused() {
 
 // 12. Verdicts must not depend on how busy the host is.
 fn busy_manifest(timeout_ms: u64) -> String {
-    let mut m = "[bundle]\nname = \"busy\"\nrevision = \"1\"\n".to_owned();
+    let mut m = "[bundle]\nformat = 1\nname = \"busy\"\nrevision = \"1\"\n".to_owned();
     for i in 0..4 {
         m.push_str(&format!(
             "[[rule]]\nname = \"r{i}\"\ncomponent = \"echo.wasm\"\nsettings = {{ verdict = \"allow\", work = 100000 }}\nlimits = {{ timeout_ms = {timeout_ms} }}\n"
@@ -695,7 +695,7 @@ fn a_full_instance_pool_is_overloaded_not_a_deny_and_recovers() {
     let hog = hog(&engine);
     // One fail-closed rule: a pool failure counted as the rule's error would deny.
     let dir = temp_bundle(
-        "[bundle]\nname = \"pool\"\nrevision = \"1\"\non_error = \"deny\"\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nsettings = { verdict = \"allow\" }\n",
+        "[bundle]\nformat = 1\nname = \"pool\"\nrevision = \"1\"\non_error = \"deny\"\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nsettings = { verdict = \"allow\" }\n",
     );
     let b = Bundle::load(&engine, dir.path(), &LoadOptions::default()).unwrap();
     let input = Input::from_json(r#"{"x": 1}"#).unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// A bundle whose three rules all echo `rev` as their tag, and a golden case.
 fn manifest(rev: &str) -> String {
-    let mut m = format!("[bundle]\nname = \"hot\"\nrevision = \"{rev}\"\n");
+    let mut m = format!("[bundle]\nformat = 1\nname = \"hot\"\nrevision = \"{rev}\"\n");
     for (name, deps) in [("a", "[]"), ("b", "[]"), ("c", "[\"a\", \"b\"]")] {
         m.push_str(&format!(
             "[[rule]]\nname = \"{name}\"\ncomponent = \"echo.wasm\"\ndepends_on = {deps}\nsettings = {{ tag = \"{rev}\" }}\n"
@@ -52,7 +52,11 @@ fn bad_revision(root: &Path, n: usize) -> (std::path::PathBuf, LoadStep) {
             LoadStep::Test
         }
         3 => {
-            std::fs::write(dir.join("bundle.toml"), "[bundle]\nname = \"hot\"\n").unwrap();
+            std::fs::write(
+                dir.join("bundle.toml"),
+                "[bundle]\nformat = 1\nname = \"hot\"\n",
+            )
+            .unwrap();
             LoadStep::Read
         }
         _ => {
@@ -279,7 +283,11 @@ fn a_watched_directory_loads_new_and_changed_bundles() {
     std::fs::write(dir.join("bundle.toml"), manifest("w2")).unwrap();
     wait_for("w2");
     // A broken change is refused; w2 keeps serving.
-    std::fs::write(dir.join("bundle.toml"), "[bundle]\nname = \"hot\"\n").unwrap();
+    std::fs::write(
+        dir.join("bundle.toml"),
+        "[bundle]\nformat = 1\nname = \"hot\"\n",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(reg.get("hot").unwrap().revision(), "w2");
     drop(rt);
@@ -407,7 +415,7 @@ fn a_slow_load_of_one_bundle_does_not_delay_another() {
     let slow = tmp.path().join("slow");
     write_bundle(
         &slow,
-        "[bundle]\nname = \"slow\"\nrevision = \"1\"\n[[rule]]\nname = \"s\"\ncomponent = \"sleep.wasm\"\nsettings = { seconds = 1 }\nlimits = { timeout_ms = 5000 }\n[[test]]\ninput = {}\nverdict = \"allow\"\n",
+        "[bundle]\nformat = 1\nname = \"slow\"\nrevision = \"1\"\n[[rule]]\nname = \"s\"\ncomponent = \"sleep.wasm\"\nsettings = { seconds = 1 }\nlimits = { timeout_ms = 5000 }\n[[test]]\ninput = {}\nverdict = \"allow\"\n",
     );
     std::fs::copy(
         rulebox_tests::guest_path("hostile_sleep"),

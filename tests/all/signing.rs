@@ -6,7 +6,7 @@ use rulebox::{Bundle, LoadOptions, LoadStep};
 use rulebox_tests::{engine, write_bundle};
 use std::path::Path;
 
-const MANIFEST: &str = "[bundle]\nname = \"s\"\nrevision = \"1\"\n[[rule]]\nname = \"a\"\ncomponent = \"echo.wasm\"\ngrants = [{ dir = \"data\" }]\n";
+const MANIFEST: &str = "[bundle]\nformat = 1\nname = \"s\"\nrevision = \"1\"\n[[rule]]\nname = \"a\"\ncomponent = \"echo.wasm\"\ngrants = [{ dir = \"data\" }]\n";
 
 fn required(keys: &[TrustedKey]) -> LoadOptions {
     LoadOptions {

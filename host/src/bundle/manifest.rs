@@ -25,6 +25,9 @@ pub struct Manifest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundleSection {
+    /// The manifest format this bundle is written for: `1`. Required, so the format can
+    /// evolve: a host refuses a format it does not know instead of misreading it.
+    pub format: u32,
     /// The bundle's name: bundles are addressed by it. Lower-case letters, digits, `-`, `_`.
     pub name: String,
     /// The revision, free text (`2026-11-22.1`, a git hash, ...); shown in every result.
@@ -48,6 +51,9 @@ pub struct BundleSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
 }
+
+/// The `bundle.format` this version reads and writes.
+pub const MANIFEST_FORMAT: u32 = 1;
 
 /// `[[rule]]`: one rule of the bundle.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -177,8 +183,34 @@ impl ManifestError {
 impl Manifest {
     /// Parses `bundle.toml` text; a syntax error or unknown key is reported with its place.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-        toml::from_str(text)
-            .map_err(|e| ManifestError::new(None, "", e.to_string().trim_end().to_owned()))
+        let syntax =
+            |e: toml::de::Error| ManifestError::new(None, "", e.to_string().trim_end().to_owned());
+        // The format first: a later format may have fields this one does not, and its
+        // bundles must be refused for their format, not for an "unknown field".
+        let table: toml::Table = toml::from_str(text).map_err(syntax)?;
+        let format = table.get("bundle").and_then(|b| b.get("format"));
+        match format {
+            Some(toml::Value::Integer(f)) if *f == i64::from(MANIFEST_FORMAT) => {}
+            None => {
+                return Err(ManifestError::new(
+                    None,
+                    "bundle.format",
+                    format!(
+                        "missing: add `format = {MANIFEST_FORMAT}` to [bundle] (the manifest format the bundle is written for)"
+                    ),
+                ));
+            }
+            Some(other) => {
+                return Err(ManifestError::new(
+                    None,
+                    "bundle.format",
+                    format!(
+                        "{other} is not a manifest format this rulebox reads (it reads format {MANIFEST_FORMAT})"
+                    ),
+                ));
+            }
+        }
+        toml::from_str(text).map_err(syntax)
     }
 
     /// Checks what needs no files (names, duplicates, dependencies, cycles) under the default
@@ -367,7 +399,7 @@ mod tests {
     use super::*;
 
     fn manifest(rules: &str) -> String {
-        format!("[bundle]\nname = \"b\"\nrevision = \"1\"\n{rules}")
+        format!("[bundle]\nformat = 1\nname = \"b\"\nrevision = \"1\"\n{rules}")
     }
 
     fn rule(name: &str, deps: &[&str]) -> String {
@@ -507,6 +539,6 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.message.contains("unknown field `reeds`"), "{err}");
-        assert!(err.message.contains("line 7"), "{err}");
+        assert!(err.message.contains("line 8"), "{err}");
     }
 }
