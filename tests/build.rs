@@ -13,13 +13,19 @@ fn main() {
     for watched in [
         "plugins/Cargo.toml",
         "plugins/build.sh",
-        "plugins/examples",
-        "plugins/hostile",
         "sdk/src",
         "sdk/Cargo.toml",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    // Every guest source folder (examples, fixtures, foreign, hostile, and any added later),
+    // so no fixture is stale; not the build output.
+    for entry in std::fs::read_dir(&plugins).expect("reading plugins/") {
+        let path = entry.expect("reading plugins/").path();
+        if path.is_dir() && !path.ends_with("target") {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
     }
     println!("cargo:rerun-if-env-changed=RULEBOX_SKIP_PLUGIN_BUILD");
     let out = plugins.join("target/wasm32-wasip2/release");

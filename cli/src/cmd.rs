@@ -8,7 +8,7 @@ pub mod eval;
 pub mod test;
 
 use anyhow::{Context, Result};
-use rulebox::bundle::{Progress, TrustedKey};
+use rulebox::bundle::TrustedKey;
 use rulebox::{
     CacheConfig, Engine, EngineConfig, Grant, Input, LimitsOverride, LoadError, LoadOptions,
     ResultCache, Rule,
@@ -65,7 +65,7 @@ impl LoadArgs {
     }
 
     pub fn options(&self) -> Result<LoadOptions> {
-        let progress: Option<Progress> = if std::io::stderr().is_terminal() {
+        let progress: Option<rulebox::LoadProgress> = if std::io::stderr().is_terminal() {
             Some(Arc::new(|done, total, rule: &str| {
                 eprint!(
                     "\rcompiled {done}/{total} ({rule})\x1b[K{}",

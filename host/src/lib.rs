@@ -45,6 +45,8 @@
 //! - `error`: [`EvalError`], [`ErrorKind`], [`LoadError`], [`ConfigError`].
 //! - `bindings`: the one `bindgen!` over the WIT.
 
+#![deny(missing_docs)]
+
 mod artifacts;
 mod bench;
 mod bindings;
@@ -61,7 +63,12 @@ mod sandbox;
 
 pub use artifacts::ArtifactStats;
 pub use bench::{BenchReport, Outcome};
-pub use bundle::{Bundle, BundleError, BundleResult, LoadOptions, LoadStep, Overloaded};
+pub use bundle::evaluate::{BundleResult, Overloaded};
+pub use bundle::golden::{TestOutcome, TestReport};
+pub use bundle::loaded::{
+    Bundle, BundleDescription, BundleError, BundleRule, LoadOptions, LoadProgress, LoadStep,
+    RuleDescription,
+};
 pub use cache::{
     CacheConfig, CacheConfigError, CacheError, CachePolicy, CacheStats, CacheStrategy, L2Stats,
     ResultCache, RuleCacheStats,
@@ -77,3 +84,25 @@ pub use registry::{
     RegistryEvent,
 };
 pub use rule::{Decision, Evaluation, Grant, Metering, Rule, RuleBuilder, Upstream, Verdict};
+
+// Compile-time checks: what embedders share across threads (behind an `Arc`, in a server's
+// state) stays `Send + Sync`. A field that breaks this fails the build here, not in a user's.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Engine>();
+    shared::<RulePre>();
+    shared::<Rule>();
+    shared::<Input>();
+    shared::<Evaluation>();
+    shared::<Bundle>();
+    shared::<BundleResult>();
+    shared::<Registry>();
+    shared::<RegistryEvent>();
+    shared::<ResultCache>();
+    shared::<EvalError>();
+    shared::<LoadError>();
+    shared::<BundleError>();
+    shared::<LoadFailure>();
+    shared::<RegistryError>();
+    shared::<CacheError>();
+};

@@ -7,6 +7,7 @@ mod examples;
 mod hardening;
 mod hostile;
 mod hotload;
+mod layout;
 mod loading;
 mod sandbox;
 mod signing;

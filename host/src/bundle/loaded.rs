@@ -1,0 +1,297 @@
+//! A loaded bundle: its rules, its description, and why a load failed.
+
+use super::source::SIGNATURE_FILE;
+use super::{
+    BundleSource, Combine, Manifest, ManifestError, OnError, SignatureError, SourceError,
+    SourceLimits, TestCase, TrustedKey,
+};
+use crate::cache::{CachePolicy, ResultCache, RuleCache};
+use crate::error::LoadError;
+use crate::input::Input;
+use crate::rule::{Evaluation, Rule, Upstream};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The step of loading a bundle that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadStep {
+    /// Reading the files or archive, parsing and checking the manifest.
+    Read,
+    /// Checking the signature.
+    Verify,
+    /// Compiling and checking the components.
+    Compile,
+    /// Running the golden cases.
+    Test,
+}
+
+/// Why a bundle could not be loaded.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// The files or the archive.
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    /// The manifest.
+    #[error("bundle.toml: {0}")]
+    Manifest(#[from] ManifestError),
+    /// The signature.
+    #[error("signature: {0}")]
+    Signature(#[from] SignatureError),
+    /// A component is not a rule.
+    #[error("rule `{rule}`: component: {error}")]
+    Component {
+        /// The rule.
+        rule: String,
+        /// Why.
+        error: LoadError,
+    },
+    /// Golden cases failed.
+    #[error("{failed} of {total} golden cases failed: {}", first.as_deref().unwrap_or(""))]
+    Tests {
+        /// How many failed.
+        failed: usize,
+        /// How many ran.
+        total: usize,
+        /// The first failure, described.
+        first: Option<String>,
+    },
+}
+
+/// `{"step": "read", "message": "..."}`: what the CLI and the server print.
+impl Serialize for BundleError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("step", &self.step())?;
+        map.serialize_entry("message", &self.to_string())?;
+        map.end()
+    }
+}
+
+impl BundleError {
+    /// The loading step this error belongs to.
+    pub fn step(&self) -> LoadStep {
+        match self {
+            BundleError::Source(_) | BundleError::Manifest(_) => LoadStep::Read,
+            BundleError::Signature(_) => LoadStep::Verify,
+            BundleError::Component { .. } => LoadStep::Compile,
+            BundleError::Tests { .. } => LoadStep::Test,
+        }
+    }
+}
+
+/// A compile-progress callback: (components done, distinct components in all, a rule that
+/// uses the one just done). Rules sharing a component compile it once.
+pub type LoadProgress = Arc<dyn Fn(usize, usize, &str) + Send + Sync>;
+
+/// How bundles are checked when loaded.
+#[derive(Clone, Default)]
+pub struct LoadOptions {
+    /// Keys whose signatures are accepted. When any is given, every bundle must carry a
+    /// valid signature by one of them.
+    pub trusted_keys: Vec<TrustedKey>,
+    /// Refuse bundles without a valid signature by a trusted key, even when no key is
+    /// trusted (then every bundle is refused, saying so). Default false.
+    pub require_signature: bool,
+    /// Limits on the bundle's files.
+    pub source_limits: SourceLimits,
+    /// Called after each distinct component compiles: (done, total, a rule using it).
+    pub progress: Option<LoadProgress>,
+    /// The result cache the bundle's rules use, per their `cache` policies. Default: none.
+    pub cache: Option<Arc<ResultCache>>,
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("trusted_keys", &self.trusted_keys)
+            .field("require_signature", &self.require_signature)
+            .field("source_limits", &self.source_limits)
+            .field("cache", &self.cache.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One rule of a loaded bundle.
+pub struct BundleRule {
+    /// The configured rule.
+    pub rule: Rule,
+    /// Indices of the rules it depends on.
+    pub depends_on: Vec<usize>,
+    /// What its failure counts as.
+    pub on_error: OnError,
+    /// Its result-cache policy (bundle default applied).
+    pub cache: CachePolicy,
+    /// Its golden cases.
+    pub tests: Vec<TestCase>,
+    /// Its result-cache state, when it is cached.
+    pub(super) cached: Option<Arc<RuleCache>>,
+}
+
+impl std::fmt::Debug for BundleRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleRule")
+            .field("rule", &self.rule)
+            .field("depends_on", &self.depends_on)
+            .field("on_error", &self.on_error)
+            .field("cache", &self.cache)
+            .field("cached", &self.cached.is_some())
+            .finish()
+    }
+}
+
+impl BundleRule {
+    /// Evaluates the rule, through the result cache when it is cached.
+    pub fn evaluate(&self, input: &Input, upstream: &[Upstream]) -> Evaluation {
+        match &self.cached {
+            Some(cache) => cache.evaluate(&self.rule, input, upstream),
+            None => self.rule.evaluate_with(input, upstream),
+        }
+    }
+
+    /// Whether its results are cached.
+    pub fn is_cached(&self) -> bool {
+        self.cached.is_some()
+    }
+}
+
+/// A verified, compiled bundle, ready to evaluate. Immutable: a new revision is a new
+/// `Bundle`. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Bundle {
+    pub(super) manifest: Manifest,
+    pub(super) rules: Vec<Arc<BundleRule>>,
+    pub(super) layers: Vec<Vec<usize>>,
+    pub(super) concurrency: usize,
+    pub(super) digest: String,
+    pub(super) signed_by: Option<TrustedKey>,
+    pub(super) source: BundleSource,
+}
+
+impl Bundle {
+    /// The bundle's name.
+    pub fn name(&self) -> &str {
+        &self.manifest.bundle.name
+    }
+
+    /// The bundle's revision.
+    pub fn revision(&self) -> &str {
+        &self.manifest.bundle.revision
+    }
+
+    /// SHA-256 of the bundle's canonical file listing.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The key that signed it, when a signature was checked.
+    pub fn signed_by(&self) -> Option<&TrustedKey> {
+        self.signed_by.as_ref()
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The rules, in manifest order.
+    pub fn rules(&self) -> &[Arc<BundleRule>] {
+        &self.rules
+    }
+
+    /// The dependency layers, as rule indices.
+    pub fn layers(&self) -> &[Vec<usize>] {
+        &self.layers
+    }
+
+    /// The bundle's files, with their digests.
+    pub fn source(&self) -> &BundleSource {
+        &self.source
+    }
+
+    /// Where the bundle was loaded from.
+    pub fn origin(&self) -> &Path {
+        self.source.origin()
+    }
+
+    /// What the bundle holds, for people and tools: `rulebox bundle inspect` prints it.
+    pub fn describe(&self) -> BundleDescription {
+        let name = |i: usize| self.rules[i].rule.name().to_owned();
+        BundleDescription {
+            bundle: self.name().to_owned(),
+            revision: self.revision().to_owned(),
+            digest: self.digest.clone(),
+            combine: self.manifest.bundle.combine,
+            signed: self.signed_by.is_some(),
+            signature_file: self.source.files().contains_key(SIGNATURE_FILE),
+            rules: self
+                .rules
+                .iter()
+                .map(|r| RuleDescription {
+                    name: r.rule.name().to_owned(),
+                    component_sha256: r.rule.pre().digest_hex(),
+                    reads: r.rule.reads().to_strings(),
+                    depends_on: r.depends_on.iter().map(|&d| name(d)).collect(),
+                    limits: *r.rule.limits(),
+                    on_error: r.on_error,
+                    cache: r.cache,
+                    tests: r.tests.len(),
+                })
+                .collect(),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| l.iter().map(|&i| name(i)).collect())
+                .collect(),
+            tests: self.manifest.tests.len(),
+        }
+    }
+}
+
+/// What a loaded bundle holds ([`Bundle::describe`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BundleDescription {
+    /// The bundle's name.
+    pub bundle: String,
+    /// Its revision.
+    pub revision: String,
+    /// SHA-256 of its canonical file listing.
+    pub digest: String,
+    /// How its rules' decisions combine.
+    pub combine: Combine,
+    /// Whether its signature was verified against a trusted key (false when no key was
+    /// given: then it was not checked).
+    pub signed: bool,
+    /// Whether it carries a `bundle.sig`.
+    pub signature_file: bool,
+    /// Its rules, in manifest order.
+    pub rules: Vec<RuleDescription>,
+    /// The dependency layers, by rule name: each layer's rules run concurrently.
+    pub layers: Vec<Vec<String>>,
+    /// Bundle-level golden cases.
+    pub tests: usize,
+}
+
+/// One rule of a [`BundleDescription`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleDescription {
+    /// The rule's name.
+    pub name: String,
+    /// SHA-256 of its component.
+    pub component_sha256: String,
+    /// What it reads.
+    pub reads: Vec<String>,
+    /// The rules it depends on.
+    pub depends_on: Vec<String>,
+    /// The limits it runs under (bundle defaults applied).
+    pub limits: crate::config::Limits,
+    /// What its failure counts as.
+    pub on_error: OnError,
+    /// Its result-cache policy.
+    pub cache: CachePolicy,
+    /// Its golden cases.
+    pub tests: usize,
+}
