@@ -33,16 +33,22 @@
 //! serves repeated evaluations from memory or a shared Redis.
 //!
 //! # Layout
-//! - `engine`: the shared wasmtime engine and compiled rules ([`Engine`], [`RulePre`]).
+//! Modules depend on each other without cycles (`tests/all/layout.rs` checks it).
+//! - `engine`: the shared wasmtime engine, compiled rules ([`Engine`], [`RulePre`]), the
+//!   live-component map and admission control.
 //! - `artifacts`: the compiled-component disk cache (HMAC-tagged entries).
-//! - `bundle`: manifests, archives, signatures, dependency layers, combination.
-//! - `registry`: bundles by name, hot-loading, rollback, a watched directory.
-//! - `cache`: the result cache (strategies, L1, Redis L2, stats).
+//! - `bundle`: the bundle format (manifest, files, signatures, packing) and, in private
+//!   submodules, loading, evaluation with combination, and golden cases ([`Bundle`]).
+//! - `registry`: bundles by name, hot-loading, rollback, events, a watched directory.
+//! - `cache`: the result cache: policy, key derivation, stored entries, the lookup path, the
+//!   adaptive strategy, the Redis L2 with its breaker.
 //! - `rule`: configured rules and evaluation ([`Rule`], [`Decision`], [`Evaluation`]).
+//! - `bench`: what a rule costs per evaluation ([`Rule::bench`]).
 //! - `sandbox`: the per-evaluation store: limiter, captured stdio, the host `log` import.
 //! - `input`: the input document, parsed once, and its projection onto each rule's `reads`.
 //! - `config`: [`EngineConfig`] and [`Limits`].
 //! - `error`: [`EvalError`], [`ErrorKind`], [`LoadError`], [`ConfigError`].
+//! - `fs`: opening possibly hostile files without following links or blocking.
 //! - `bindings`: the one `bindgen!` over the WIT.
 
 #![deny(missing_docs)]
