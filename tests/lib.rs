@@ -85,6 +85,19 @@ pub fn write_bundle(dir: &std::path::Path, manifest: &str) {
     std::fs::write(dir.join("data/note.txt"), "note").unwrap();
 }
 
+/// Copies a directory tree.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 /// A temporary bundle directory made by [`write_bundle`].
 pub fn temp_bundle(manifest: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

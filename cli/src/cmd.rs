@@ -4,8 +4,11 @@
 pub mod bench;
 pub mod bundle;
 pub mod cache;
+pub mod config;
 pub mod eval;
+pub mod serve;
 pub mod test;
+pub mod token;
 
 use anyhow::{Context, Result};
 use rulebox::bundle::TrustedKey;

@@ -46,6 +46,14 @@ enum Command {
     /// Manages the shared (Redis) result cache.
     #[command(subcommand)]
     Cache(cmd::cache::Command),
+    /// Runs the HTTP service: evaluation API, bundle admin, roles, limits.
+    Serve(cmd::serve::Args),
+    /// Creates API tokens.
+    #[command(subcommand)]
+    Token(cmd::token::Command),
+    /// Checks a server configuration and prints the effective one, secrets redacted.
+    #[command(subcommand)]
+    Config(cmd::config::Command),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +78,9 @@ fn main() -> ExitCode {
         Command::Test(args) => cmd::test::run(&global, args),
         Command::Bundle(command) => cmd::bundle::run(&global, command),
         Command::Cache(command) => cmd::cache::run(command),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Token(command) => cmd::token::run(command),
+        Command::Config(command) => cmd::config::run(command),
     };
     match result {
         Ok(code) => code,

@@ -337,7 +337,7 @@ fn test_runs_golden_cases_and_fails_on_a_mismatch() {
     assert!(table.trim_end().ends_with("6 passed, 0 failed"), "{table}");
 
     let broken = tempfile::tempdir().unwrap();
-    copy_dir(Path::new(&payments()), broken.path());
+    rulebox_tests::copy_dir(Path::new(&payments()), broken.path());
     let manifest = std::fs::read_to_string(broken.path().join("bundle.toml")).unwrap();
     std::fs::write(
         broken.path().join("bundle.toml"),
@@ -356,18 +356,6 @@ fn test_runs_golden_cases_and_fails_on_a_mismatch() {
         "{table}"
     );
     assert!(table.contains("5 passed, 1 failed"), "{table}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]
@@ -646,4 +634,101 @@ fn what_a_rule_prints_is_logged_under_its_name() {
     );
     assert_eq!(event["fields"]["rule"], "hostile_escape");
     assert_eq!(event["fields"]["stream"], "stdout");
+}
+
+#[test]
+fn token_new_prints_a_token_and_the_hash_to_configure() {
+    use sha2::Digest;
+    let (code, out, err) = rulebox(&["token", "new"], None);
+    assert_eq!(code, 0, "{err}");
+    let token = out["token"].as_str().unwrap();
+    assert!(token.starts_with("rbx_") && token.len() == 68, "{token}");
+    assert_eq!(
+        out["sha256"].as_str().unwrap(),
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    );
+}
+
+fn deploy_config() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rulebox.toml").to_owned()
+}
+
+#[test]
+fn config_check_prints_the_effective_config_redacted_or_names_the_bad_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rulebox"))
+        .args([
+            "config",
+            "check",
+            "--config",
+            &deploy_config(),
+            "--profile",
+            "prod",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(text.starts_with("# profile: prod"), "{text}");
+    assert!(
+        text.contains("max_batch = 50") && text.contains("<redacted>"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[limits]\nmax_batch = 0\n").unwrap();
+    let (code, _, err) = rulebox(
+        &["config", "check", "--config", bad.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("bad.toml") && err.contains("limits.max_batch"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_listens_answers_and_stops_on_sigterm() {
+    use std::io::{BufRead, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rulebox"))
+        .args([
+            "--no-cache",
+            "serve",
+            "--config",
+            &deploy_config(),
+            "--profile",
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let started: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(started["profile"], "dev");
+    let addr = started["listening"].as_str().unwrap().to_owned();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("\"ok\""),
+        "{out}"
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(0),
+        "a clean stop on SIGTERM"
+    );
 }

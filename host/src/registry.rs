@@ -69,6 +69,14 @@ pub enum RegistryError {
     /// There is no earlier revision to roll back to.
     #[error("bundle `{0}` has no earlier revision to roll back to")]
     NoPrevious(String),
+    /// The revision asked for is not among those kept.
+    #[error("bundle `{bundle}` has no kept revision `{revision}`")]
+    RevisionNotKept {
+        /// The bundle.
+        bundle: String,
+        /// The revision asked for.
+        revision: String,
+    },
     /// The host could not run the evaluation: no verdict, retry later.
     #[error(transparent)]
     Overloaded(#[from] crate::bundle::Overloaded),
@@ -249,6 +257,20 @@ impl Registry {
     /// Loads a bundle directory or archive: read, verify, compile, test, then activate it
     /// atomically. Evaluations in flight finish on the revision they started with.
     pub async fn load(&self, path: &Path) -> Result<Activation, LoadFailure> {
+        self.load_inner(path, None).await
+    }
+
+    /// [`Registry::load`], refusing (at the read step) a bundle not named `name`: an upload
+    /// to one bundle's address cannot replace another.
+    pub async fn load_as(&self, path: &Path, name: &str) -> Result<Activation, LoadFailure> {
+        self.load_inner(path, Some(name)).await
+    }
+
+    async fn load_inner(
+        &self,
+        path: &Path,
+        expected: Option<&str>,
+    ) -> Result<Activation, LoadFailure> {
         let fail = |error: BundleError| LoadFailure {
             path: path.to_owned(),
             step: error.step(),
@@ -270,6 +292,16 @@ impl Registry {
             Err(f) => return Err(self.failed(f, None)),
         };
         let name = bundle.name().to_owned();
+        if let Some(expected) = expected
+            && expected != name
+        {
+            let error = BundleError::Manifest(crate::bundle::ManifestError::new(
+                None,
+                "bundle.name",
+                format!("the bundle is named `{name}`, not `{expected}`"),
+            ));
+            return Err(self.failed(fail(error), Some(expected)));
+        }
         let lock = self.name_lock(&name);
         let _serial = lock.lock().await;
         let tests_passed = if self.config.run_tests {
@@ -352,6 +384,64 @@ impl Registry {
             previous: Some(old.revision().to_owned()),
             tests_passed: 0,
         })
+    }
+
+    /// Makes the kept revision `revision` active again; the revisions newer than it are
+    /// dropped from the history (the one active until now is kept, newest first).
+    pub fn rollback_to(&self, name: &str, revision: &str) -> Result<Activation, RegistryError> {
+        let slot = self.slot(name)?;
+        let mut history = slot.history.lock().unwrap_or_else(|e| e.into_inner());
+        let at = history
+            .iter()
+            .position(|b| b.revision() == revision)
+            .ok_or_else(|| RegistryError::RevisionNotKept {
+                bundle: name.to_owned(),
+                revision: revision.to_owned(),
+            })?;
+        let target = history.remove(at).expect("found above");
+        history.drain(..at);
+        let old = slot.active.swap(target);
+        history.push_front(old.clone());
+        history.truncate(self.config.keep_revisions.saturating_sub(1));
+        slot.activated_at_ms
+            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            bundle = name,
+            from = old.revision(),
+            to = revision,
+            "bundle rolled back"
+        );
+        self.emit(RegistryEvent::RolledBack {
+            bundle: name.to_owned(),
+            from: old.revision().to_owned(),
+            to: revision.to_owned(),
+            at_ms: now_ms(),
+        });
+        Ok(Activation {
+            bundle: name.to_owned(),
+            revision: revision.to_owned(),
+            previous: Some(old.revision().to_owned()),
+            tests_passed: 0,
+        })
+    }
+
+    /// A kept revision of `name`: the active one or one in its history.
+    pub fn get_revision(&self, name: &str, revision: &str) -> Result<Arc<Bundle>, RegistryError> {
+        let slot = self.slot(name)?;
+        let active = slot.active.load_full();
+        if active.revision() == revision {
+            return Ok(active);
+        }
+        slot.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|b| b.revision() == revision)
+            .cloned()
+            .ok_or_else(|| RegistryError::RevisionNotKept {
+                bundle: name.to_owned(),
+                revision: revision.to_owned(),
+            })
     }
 
     /// Removes a bundle and its history.

@@ -1,0 +1,600 @@
+//! The HTTP API (`/v1`): evaluation, bundle administration, the result cache, health.
+
+use crate::auth::{Action, Authenticator, Principal};
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header, request::Parts};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rulebox::{Bundle, Engine, EngineConfig, Input, LoadOptions, Registry, RegistryConfig};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ServerConfig,
+    registry: Arc<Registry>,
+    cache: Arc<rulebox::ResultCache>,
+    auth: Authenticator,
+    admission: Arc<tokio::sync::Semaphore>,
+    decisions: AtomicU64,
+    /// Distinguishes this process's decision ids from other replicas'.
+    instance: String,
+}
+
+impl AppState {
+    /// The engine, result cache and (empty) registry `config` describes.
+    pub fn new(config: ServerConfig) -> Result<AppState, String> {
+        config.validate()?;
+        let engine = Engine::new(EngineConfig::default()).map_err(|e| e.to_string())?;
+        let cache =
+            Arc::new(rulebox::ResultCache::new(config.cache.clone()).map_err(|e| e.to_string())?);
+        let trusted_keys = config
+            .bundles
+            .trusted_keys
+            .iter()
+            .map(|p| rulebox::bundle::TrustedKey::from_file(p).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let registry = Arc::new(Registry::new(
+            engine.clone(),
+            RegistryConfig {
+                load: LoadOptions {
+                    require_signature: !trusted_keys.is_empty(),
+                    trusted_keys,
+                    cache: Some(cache.clone()),
+                    ..LoadOptions::default()
+                },
+                run_tests: config.bundles.run_tests,
+                ..RegistryConfig::default()
+            },
+        ));
+        let permits = match config.limits.max_concurrent_requests {
+            0 => engine.config().max_instances as usize,
+            n => n,
+        };
+        let mut id = [0u8; 4];
+        getrandom::fill(&mut id).map_err(|e| e.to_string())?;
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                auth: Authenticator::new(&config.auth),
+                config,
+                registry,
+                cache,
+                admission: Arc::new(tokio::sync::Semaphore::new(permits)),
+                decisions: AtomicU64::new(0),
+                instance: hex::encode(id),
+            }),
+        })
+    }
+
+    /// The registry, to load bundles from outside the API (tests, embedders).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    /// Starts watching `bundles.dir`, if configured (call within a tokio runtime).
+    pub fn watch_bundles(&self) -> Result<Option<rulebox::Watcher>, String> {
+        match &self.inner.config.bundles.dir {
+            None => Ok(None),
+            Some(dir) => self
+                .inner
+                .registry
+                .watch(dir, Duration::from_millis(250))
+                .map(Some)
+                .map_err(|e| format!("bundles.dir {}: {e}", dir.display())),
+        }
+    }
+
+    fn decision_id(&self) -> String {
+        let n = self.inner.decisions.fetch_add(1, Ordering::Relaxed);
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        format!("{ms:012x}-{}-{n:08x}", self.inner.instance)
+    }
+}
+
+/// The API router over `state`.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/bundles", get(list_bundles))
+        .route(
+            "/bundles/{name}",
+            get(get_bundle).put(put_bundle).delete(delete_bundle),
+        )
+        .route("/bundles/{name}/evaluate", post(evaluate))
+        .route("/bundles/{name}/evaluate/batch", post(evaluate_batch))
+        .route("/bundles/{name}/rollback", post(rollback))
+        .route("/cache/stats", get(cache_stats))
+        .route("/cache/invalidate", post(cache_invalidate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admit));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ApiError::new("not-found", "no such endpoint") })
+        // Bodies are read (and bounded) by the handlers themselves, so that an oversized
+        // one gets the API's JSON error.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Admission: at most `limits.max_concurrent_requests` at once, the rest answered 503 at
+/// once; each within `limits.request_timeout_ms`.
+async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = state.inner.admission.clone().try_acquire_owned() else {
+        return ApiError::new("overloaded", "too many requests in flight; retry shortly")
+            .into_response();
+    };
+    let timeout = Duration::from_millis(state.inner.config.limits.request_timeout_ms);
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            "timeout",
+            format!("the request took longer than {} ms", timeout.as_millis()),
+        )
+        .into_response(),
+    }
+}
+
+/// The authenticated caller of a request.
+struct Caller(Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        state
+            .inner
+            .auth
+            .authenticate(authorization, peer)
+            .map(Caller)
+    }
+}
+
+/// Reads a body of at most `max` bytes.
+async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, max).await.map_err(|_| {
+        ApiError::new(
+            "too-large",
+            format!("the request body is larger than {max} bytes (or broke off)"),
+        )
+    })
+}
+
+/// A JSON request body: the right content type, within the size and depth limits.
+async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    if !json {
+        return Err(ApiError::new(
+            "unsupported-media-type",
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    let limits = &state.inner.config.limits;
+    let bytes = read_body(body, limits.max_body_bytes).await?;
+    let depth = json_depth(&bytes);
+    if depth > limits.max_json_depth {
+        return Err(ApiError::new(
+            "invalid-request",
+            format!(
+                "the JSON nests {depth} levels deep, over the limit of {}",
+                limits.max_json_depth
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The deepest nesting of arrays and objects in JSON text (strings skipped), found without
+/// parsing it: a deep document is refused before a parser recurses into it.
+fn json_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+fn invalid_json(e: serde_json::Error) -> ApiError {
+    ApiError::new(
+        "invalid-request",
+        format!("the body is not the expected JSON: {e}"),
+    )
+}
+
+fn input_of(raw: &RawValue) -> Result<Input, ApiError> {
+    Input::from_json(raw.get()).map_err(|e| ApiError::new("invalid-input", e.to_string()))
+}
+
+/// The active revision of `name`, or the kept `revision`.
+fn bundle_of(
+    state: &AppState,
+    name: &str,
+    revision: Option<&str>,
+) -> Result<Arc<Bundle>, ApiError> {
+    let registry = &state.inner.registry;
+    Ok(match revision {
+        None => registry.get(name)?,
+        Some(r) => registry.get_revision(name, r)?,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvaluateRequest<'a> {
+    #[serde(borrow)]
+    input: &'a RawValue,
+    #[serde(default)]
+    request_id: Option<String>,
+    #[serde(default)]
+    revision: Option<String>,
+}
+
+/// Evaluates and returns the result the CLI prints, plus `decision_id` and `request_id`.
+async fn decide(
+    state: &AppState,
+    bundle: &Bundle,
+    input: &Input,
+    request_id: Option<&str>,
+) -> Result<Value, ApiError> {
+    let result = bundle.evaluate(input).await?;
+    let decision_id = state.decision_id();
+    tracing::info!(
+        decision_id = %decision_id,
+        request_id = request_id.unwrap_or(""),
+        bundle = %result.bundle,
+        revision = %result.revision,
+        verdict = result.verdict.as_str(),
+        wall_us = result.wall_us,
+        "decision"
+    );
+    let mut out =
+        serde_json::to_value(&result).map_err(|e| ApiError::new("internal", e.to_string()))?;
+    out["decision_id"] = decision_id.into();
+    out["request_id"] = request_id.into();
+    Ok(out)
+}
+
+async fn evaluate(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    caller.check(Action::Evaluate, Some(&name))?;
+    let bytes = json_body(&state, &headers, body).await?;
+    let request: EvaluateRequest = serde_json::from_slice(&bytes).map_err(invalid_json)?;
+    let input = input_of(request.input)?;
+    let bundle = bundle_of(&state, &name, request.revision.as_deref())?;
+    Ok(Json(
+        decide(&state, &bundle, &input, request.request_id.as_deref()).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest<'a> {
+    #[serde(borrow)]
+    inputs: Vec<&'a RawValue>,
+    #[serde(default)]
+    common_input: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    revision: Option<String>,
+}
+
+async fn evaluate_batch(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    caller.check(Action::Evaluate, Some(&name))?;
+    let bytes = json_body(&state, &headers, body).await?;
+    let request: BatchRequest = serde_json::from_slice(&bytes).map_err(invalid_json)?;
+    let max = state.inner.config.limits.max_batch;
+    if request.inputs.len() > max {
+        return Err(ApiError::new(
+            "invalid-request",
+            format!(
+                "{} inputs, over the batch limit of {max}",
+                request.inputs.len()
+            ),
+        ));
+    }
+    let bundle = bundle_of(&state, &name, request.revision.as_deref())?;
+    let mut results = Vec::with_capacity(request.inputs.len());
+    for raw in request.inputs {
+        // Each item stands alone: its error is its own, never the batch's.
+        let item = async {
+            let mut input = input_of(raw)?;
+            if let Some(common) = &request.common_input {
+                let mut merged = common.clone();
+                if let Value::Object(own) = input.value() {
+                    merged.extend(own.clone());
+                }
+                input = Input::from_value(Value::Object(merged))
+                    .map_err(|e| ApiError::new("invalid-input", e.to_string()))?;
+            }
+            decide(&state, &bundle, &input, None).await
+        };
+        results.push(match item.await {
+            Ok(mut v) => {
+                v["ok"] = true.into();
+                v
+            }
+            Err(e) => json!({"ok": false, "error": {"kind": e.kind, "message": e.message}}),
+        });
+    }
+    Ok(Json(json!({ "bundle": name, "results": results })))
+}
+
+fn status_json(state: &AppState, name: &str) -> Result<Value, ApiError> {
+    let registry = &state.inner.registry;
+    let status = registry
+        .status()
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| ApiError::new("not-found", format!("no bundle named `{name}` is loaded")))?;
+    let bundle = registry.get(name)?;
+    let mut out =
+        serde_json::to_value(&status).map_err(|e| ApiError::new("internal", e.to_string()))?;
+    out["active"] = serde_json::to_value(bundle.describe()).unwrap_or_default();
+    out["source"] = bundle.origin().display().to_string().into();
+    Ok(out)
+}
+
+async fn list_bundles(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.check(Action::Read, None)?;
+    let bundles: Vec<Value> = state
+        .inner
+        .registry
+        .status()
+        .into_iter()
+        .filter(|s| caller.sees(&s.name))
+        .map(|s| serde_json::to_value(s).unwrap_or_default())
+        .collect();
+    Ok(Json(json!({ "bundles": bundles })))
+}
+
+async fn get_bundle(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.check(Action::Read, Some(&name))?;
+    Ok(Json(status_json(&state, &name)?))
+}
+
+async fn put_bundle(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.check(Action::Operate, Some(&name))?;
+    let archive = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if !matches!(
+        archive.as_deref(),
+        Some("application/gzip" | "application/x-gzip" | "application/octet-stream")
+    ) {
+        return Err(ApiError::new(
+            "unsupported-media-type",
+            "send the bundle as a .tar.gz with Content-Type: application/gzip",
+        ));
+    }
+    let bytes = read_body(body, state.inner.config.limits.max_upload_bytes).await?;
+    let dir = state
+        .inner
+        .config
+        .bundles
+        .upload_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    let mut file = tempfile::Builder::new()
+        .prefix("rulebox-upload-")
+        .suffix(".tar.gz")
+        .tempfile_in(&dir)
+        .map_err(|e| ApiError::new("internal", format!("cannot stage the upload: {e}")))?;
+    std::io::Write::write_all(&mut file, &bytes)
+        .map_err(|e| ApiError::new("internal", format!("cannot stage the upload: {e}")))?;
+    let activation = state.inner.registry.load_as(file.path(), &name).await?;
+    tracing::info!(bundle = %name, revision = %activation.revision, by = %caller.name, "bundle uploaded and activated");
+    let mut out = status_json(&state, &name)?;
+    out["activation"] = serde_json::to_value(&activation).unwrap_or_default();
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    #[serde(default)]
+    to_revision: Option<String>,
+}
+
+async fn rollback(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    caller.check(Action::Operate, Some(&name))?;
+    let request = if headers.contains_key(header::CONTENT_TYPE) {
+        let bytes = json_body(&state, &headers, body).await?;
+        serde_json::from_slice::<RollbackRequest>(&bytes).map_err(invalid_json)?
+    } else {
+        RollbackRequest::default()
+    };
+    let registry = &state.inner.registry;
+    let activation = match &request.to_revision {
+        None => registry.rollback(&name)?,
+        Some(r) => registry.rollback_to(&name, r)?,
+    };
+    tracing::warn!(bundle = %name, revision = %activation.revision, by = %caller.name, "bundle rolled back");
+    Ok(Json(serde_json::to_value(&activation).unwrap_or_default()))
+}
+
+async fn delete_bundle(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.check(Action::Operate, Some(&name))?;
+    state.inner.registry.unload(&name)?;
+    tracing::warn!(bundle = %name, by = %caller.name, "bundle deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn cache_stats(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.check(Action::Read, None)?;
+    let mut stats = state.inner.cache.stats();
+    stats.rules.retain(|r| caller.sees(&r.bundle));
+    Ok(Json(serde_json::to_value(stats).unwrap_or_default()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct InvalidateRequest {
+    #[serde(default)]
+    bundle: Option<String>,
+    #[serde(default)]
+    rule: Option<String>,
+}
+
+async fn cache_invalidate(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = json_body(&state, &headers, body).await?;
+    let request: InvalidateRequest = serde_json::from_slice(&bytes).map_err(invalid_json)?;
+    // A scoped credential may only invalidate its own bundles, never everything.
+    caller.check(
+        Action::Operate,
+        Some(request.bundle.as_deref().unwrap_or("*")),
+    )?;
+    let cache = &state.inner.cache;
+    let done = match (&request.bundle, &request.rule) {
+        (Some(b), Some(r)) => cache.invalidate_rule(b, r),
+        (Some(b), None) => cache.invalidate_bundle(b),
+        (None, Some(_)) => {
+            return Err(ApiError::new("invalid-request", "`rule` needs `bundle`"));
+        }
+        (None, None) => cache.invalidate_all(),
+    };
+    done.map_err(|e| ApiError::new("cache-unavailable", e.to_string()))?;
+    Ok(Json(
+        json!({"invalidated": {"bundle": request.bundle, "rule": request.rule}}),
+    ))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let loaded: Vec<String> = state
+        .inner
+        .registry
+        .status()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let missing: Vec<&String> = state
+        .inner
+        .config
+        .bundles
+        .required
+        .iter()
+        .filter(|r| !loaded.contains(r))
+        .collect();
+    if missing.is_empty() {
+        Json(json!({"status": "ready", "bundles": loaded})).into_response()
+    } else {
+        let mut e = ApiError::new(
+            "not-ready",
+            format!("bundles without an active revision: {missing:?}"),
+        );
+        e.detail = Some(json!({"missing": missing}));
+        let mut response = e.into_response();
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_depth;
+
+    #[test]
+    fn depth_counts_nesting_outside_strings() {
+        assert_eq!(json_depth(br#"{"a":[1,{"b":2}]}"#), 3);
+        assert_eq!(json_depth(br#"{"a":"[[[[{{{{\"]]"}"#), 1);
+        assert_eq!(json_depth(b"1"), 0);
+        assert_eq!(json_depth(&[b'['; 1000]), 1000);
+    }
+}

@@ -1,0 +1,255 @@
+//! The server's configuration: one TOML file with `[profile.NAME]` overlays, environment
+//! overrides (`RULEBOX_SECTION__KEY`), validated once, secrets redacted when printed.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything `rulebox serve` reads. Every field has a production default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The profile these values were selected for (`dev`, `staging`, `prod`, or none).
+    /// Set by the loader, not in the file.
+    #[serde(skip)]
+    pub profile: Option<String>,
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// Credentials and anonymous access.
+    pub auth: AuthConfig,
+    /// Where bundles come from and which must be active for readiness.
+    pub bundles: BundlesConfig,
+    /// The result cache (`redis_url` for a shared one). Default: in-process only.
+    pub cache: rulebox::CacheConfig,
+}
+
+/// Request limits; all enforced before any work is done.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body, in bytes (evaluation, batch). Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Largest bundle upload, in bytes. Default 64 MiB.
+    pub max_upload_bytes: usize,
+    /// Deepest JSON nesting accepted in a request. Default 64.
+    pub max_json_depth: usize,
+    /// Most inputs in one batch. Default 100.
+    pub max_batch: usize,
+    /// Longest a request may take, in milliseconds; then 503. Default 10,000.
+    pub request_timeout_ms: u64,
+    /// Requests handled at once; more are answered 503 with Retry-After at once (not
+    /// queued). 0: the engine's instance pool (`max_instances`). Default 0.
+    pub max_concurrent_requests: usize,
+    /// How long shutdown waits for requests in flight, in milliseconds. Default 10,000.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 1 << 20,
+            max_upload_bytes: 64 << 20,
+            max_json_depth: 64,
+            max_batch: 100,
+            request_timeout_ms: 10_000,
+            max_concurrent_requests: 0,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// A role: what a credential may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read bundle status and cache stats.
+    Viewer,
+    /// Evaluate.
+    Evaluator,
+    /// Read, load, roll back, delete bundles, invalidate the cache.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+/// One static API token, stored as the SHA-256 of the token (never the token).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (in logs, never the token).
+    pub name: String,
+    /// SHA-256 of the token, hex (`rulebox token new` prints both).
+    pub sha256: String,
+    /// What it may do.
+    pub role: Role,
+    /// The bundles it may touch. Default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundles: Option<Vec<String>>,
+}
+
+/// Credentials.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Static API tokens.
+    pub tokens: Vec<TokenConfig>,
+    /// Let requests without credentials from a loopback address evaluate (development
+    /// only: the `prod` profile refuses it). Default false.
+    pub anonymous_loopback_evaluator: bool,
+}
+
+/// Bundle sources.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BundlesConfig {
+    /// A directory watched for bundle directories and archives. Default: none.
+    pub dir: Option<PathBuf>,
+    /// Where uploaded archives are kept while they load. Default: the system temp dir.
+    pub upload_dir: Option<PathBuf>,
+    /// Bundles that must have an active revision for `/readyz`. Default: none.
+    pub required: Vec<String>,
+    /// Trusted public key files: every bundle must then be signed by one of them.
+    pub trusted_keys: Vec<PathBuf>,
+    /// Run each bundle's golden cases before activating it. Default true.
+    pub run_tests: bool,
+}
+
+/// A configuration that cannot be used, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct ConfigError {
+    /// The file (or `environment`, `defaults`).
+    pub source_name: String,
+    /// What is wrong, with the key.
+    pub message: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            profile: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            bundles: BundlesConfig {
+                run_tests: true,
+                ..BundlesConfig::default()
+            },
+            cache: rulebox::CacheConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads `path` (if any), applies the `[profile.NAME]` overlay of `profile` (if any)
+    /// and `RULEBOX_*` environment overrides (`RULEBOX_LIMITS__MAX_BATCH=10`), and
+    /// validates the result.
+    pub fn load(path: Option<&Path>, profile: Option<&str>) -> Result<ServerConfig, ConfigError> {
+        let shown = path.map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
+        let err = |message: String| ConfigError {
+            source_name: shown.clone(),
+            message,
+        };
+        let mut figment = Figment::from(Serialized::defaults(ServerConfig::default()));
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            let mut table: toml::Table = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+            let profiles = match table.remove("profile") {
+                None => toml::Table::new(),
+                Some(toml::Value::Table(t)) => t,
+                Some(_) => return Err(err("profile: must be a table of profiles".into())),
+            };
+            figment = figment.merge(Toml::string(&toml::to_string(&table).unwrap_or_default()));
+            if let Some(name) = profile {
+                let overlay = match profiles.get(name) {
+                    Some(toml::Value::Table(t)) => t.clone(),
+                    Some(_) => return Err(err(format!("profile.{name}: must be a table"))),
+                    None => {
+                        let known: Vec<&String> = profiles.keys().collect();
+                        return Err(err(format!(
+                            "no [profile.{name}] (profiles here: {known:?})"
+                        )));
+                    }
+                };
+                figment =
+                    figment.merge(Toml::string(&toml::to_string(&overlay).unwrap_or_default()));
+            }
+        } else if let Some(name) = profile {
+            return Err(err(format!(
+                "profile `{name}` asked for, but no config file"
+            )));
+        }
+        // Only nested keys (`RULEBOX_LIMITS__MAX_BATCH`) and `RULEBOX_LISTEN`: the other
+        // RULEBOX_ variables belong to the CLI (log filter, profile, ...).
+        figment = figment.merge(
+            Env::prefixed("RULEBOX_")
+                .filter(|k| k.as_str().contains("__") || k == "listen")
+                .split("__"),
+        );
+        let mut config: ServerConfig = figment.extract().map_err(|e| err(e.to_string()))?;
+        config.profile = profile.map(str::to_owned);
+        config.validate().map_err(err)?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: limits in range, token hashes well-formed, and that `prod`
+    /// has credentials and no anonymous access.
+    pub fn validate(&self) -> Result<(), String> {
+        let l = &self.limits;
+        for (key, value, min) in [
+            ("limits.max_body_bytes", l.max_body_bytes, 1024),
+            ("limits.max_upload_bytes", l.max_upload_bytes, 1024),
+            ("limits.max_json_depth", l.max_json_depth, 2),
+            ("limits.max_batch", l.max_batch, 1),
+        ] {
+            if value < min {
+                return Err(format!("{key}: {value} is below the minimum of {min}"));
+            }
+        }
+        if l.request_timeout_ms == 0 {
+            return Err("limits.request_timeout_ms: must be greater than 0".into());
+        }
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "auth.tokens[{i}].sha256: not 64 hex digits (store the token's SHA-256, never the token: `rulebox token new`)"
+                ));
+            }
+        }
+        if self.profile.as_deref() == Some("prod") {
+            if self.auth.tokens.is_empty() {
+                return Err(
+                    "auth.tokens: the prod profile needs credentials; none are configured".into(),
+                );
+            }
+            if self.auth.anonymous_loopback_evaluator {
+                return Err("auth.anonymous_loopback_evaluator: not allowed in prod".into());
+            }
+        }
+        rulebox::ResultCache::new(self.cache.clone()).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// The configuration as TOML with secrets redacted (token hashes, Redis passwords).
+    pub fn redacted(&self) -> String {
+        let mut shown = self.clone();
+        for t in &mut shown.auth.tokens {
+            t.sha256 = "<redacted>".into();
+        }
+        if let Some(url) = &mut shown.cache.redis_url
+            && let Some((scheme, rest)) = url.split_once("://")
+            && let Some((_, host)) = rest.rsplit_once('@')
+        {
+            *url = format!("{scheme}://<redacted>@{host}");
+        }
+        format!(
+            "# profile: {}\n{}",
+            self.profile.as_deref().unwrap_or("(none)"),
+            toml::to_string(&shown).unwrap_or_default()
+        )
+    }
+}

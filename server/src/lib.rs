@@ -1,0 +1,72 @@
+//! # rulebox-server
+//!
+//! The rule host as a service: a thin HTTP layer over the `rulebox` library, as Kubewarden's
+//! policy-server is over policy-evaluator. [`router`] builds the axum router over an
+//! [`AppState`]; [`serve`] runs it on a listener until a shutdown signal, then lets requests
+//! in flight finish within a grace period. The `rulebox serve` command starts it.
+//!
+//! # Layout
+//! - `config`: [`ServerConfig`]: one TOML file, `[profile.NAME]` overlays, `RULEBOX_*`
+//!   environment overrides, validated once.
+//! - `auth`: static tokens (SHA-256 hashes), roles, bundle scopes.
+//! - `api`: the handlers.
+//! - `error`: [`ApiError`], the one place a kind becomes a status code.
+
+#![deny(missing_docs)]
+
+mod api;
+mod auth;
+mod config;
+mod error;
+
+pub use api::{AppState, router};
+pub use auth::new_token;
+pub use config::{
+    AuthConfig, BundlesConfig, ConfigError, LimitsConfig, Role, ServerConfig, TokenConfig,
+};
+pub use error::ApiError;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The engine or cache configuration was refused.
+    #[error("{0}")]
+    Config(String),
+    /// The listener failed.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Builds the engine, cache and registry from `config`, starts watching the bundle directory
+/// (if any), and serves the API on `listener` until `shutdown` resolves; requests in flight
+/// then get `limits.shutdown_grace_ms` to finish.
+pub async fn serve(
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let grace = Duration::from_millis(config.limits.shutdown_grace_ms);
+    let state = AppState::new(config).map_err(ServeError::Config)?;
+    let _watcher = state.watch_bundles().map_err(ServeError::Config)?;
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = stopping_tx.send(true);
+    });
+    tokio::select! {
+        served = server => Ok(served?),
+        _ = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("shutdown grace of {} ms elapsed with requests in flight", grace.as_millis());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,676 @@
+//! The API driven in-process (tower `oneshot`) and over a real socket: every endpoint, its
+//! status codes, roles and scopes, and bad input.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use rulebox_server::{AppState, Role, ServerConfig, TokenConfig, router};
+use rulebox_tests::{example_bundle, write_bundle};
+use serde_json::{Value, json};
+use sha2::Digest;
+use tower::ServiceExt;
+
+fn token(name: &str, role: Role, bundles: Option<&[&str]>) -> TokenConfig {
+    TokenConfig {
+        name: name.into(),
+        sha256: hex::encode(sha2::Sha256::digest(format!("tok-{name}"))),
+        role,
+        bundles: bundles.map(|b| b.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+fn config() -> ServerConfig {
+    let mut c = ServerConfig::default();
+    c.auth.tokens = vec![
+        token("viewer", Role::Viewer, None),
+        token("evaluator", Role::Evaluator, None),
+        token("operator", Role::Operator, None),
+        token("admin", Role::Admin, None),
+        token("scoped", Role::Evaluator, Some(&["payments"])),
+        token("scoped-op", Role::Operator, Some(&["up"])),
+    ];
+    c.bundles.required = vec!["payments".into()];
+    c.limits.max_batch = 3;
+    c.limits.max_body_bytes = 4096;
+    c
+}
+
+struct Api {
+    state: AppState,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Api {
+    fn new(config: ServerConfig) -> Api {
+        let rt = rulebox_tests::rt();
+        let state = rt.block_on(async { AppState::new(config).unwrap() });
+        Api { state, rt }
+    }
+
+    fn with_payments() -> Api {
+        let api = Api::new(config());
+        api.rt
+            .block_on(api.state.registry().load(&example_bundle("payments")))
+            .unwrap();
+        api
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        who: Option<&str>,
+        body: Body,
+        ct: Option<&str>,
+    ) -> (StatusCode, Value, axum::http::HeaderMap) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(who) = who {
+            req = req.header(header::AUTHORIZATION, format!("Bearer tok-{who}"));
+        }
+        if let Some(ct) = ct {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let req = req.body(body).unwrap();
+        self.rt.block_on(async {
+            let resp = router(self.state.clone()).oneshot(req).await.unwrap();
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            (status, json, headers)
+        })
+    }
+
+    fn json(&self, method: &str, uri: &str, who: Option<&str>, body: Value) -> (StatusCode, Value) {
+        let (s, v, _) = self.call(
+            method,
+            uri,
+            who,
+            Body::from(body.to_string()),
+            Some("application/json"),
+        );
+        (s, v)
+    }
+}
+
+const ORDER: &str = r#"{"order":{"amount":20,"currency":"EUR"},"customer":{"country":"DE","age_days":900,"verified":true}}"#;
+
+fn order() -> Value {
+    serde_json::from_str(ORDER).unwrap()
+}
+
+#[test]
+fn evaluate_returns_the_bundle_result_with_a_decision_id() {
+    let api = Api::with_payments();
+    let (s, v) = api.json(
+        "POST",
+        "/v1/bundles/payments/evaluate",
+        Some("evaluator"),
+        json!({"input": order(), "request_id": "r-1"}),
+    );
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["bundle"].as_str(), v["verdict"].as_str()),
+        (Some("payments"), Some("allow"))
+    );
+    assert_eq!(v["request_id"], "r-1");
+    assert_eq!(v["rules"].as_array().unwrap().len(), 3);
+    let (_, again) = api.json(
+        "POST",
+        "/v1/bundles/payments/evaluate",
+        Some("admin"),
+        json!({"input": order()}),
+    );
+    assert_ne!(
+        v["decision_id"], again["decision_id"],
+        "unique per decision"
+    );
+    assert!(again["request_id"].is_null());
+    // Pinning a revision: the active one works, one not kept is 404.
+    let rev = v["revision"].as_str().unwrap();
+    let (s, _) = api.json(
+        "POST",
+        "/v1/bundles/payments/evaluate",
+        Some("evaluator"),
+        json!({"input": order(), "revision": rev}),
+    );
+    assert_eq!(s, StatusCode::OK);
+    let (s, e) = api.json(
+        "POST",
+        "/v1/bundles/payments/evaluate",
+        Some("evaluator"),
+        json!({"input": order(), "revision": "nope"}),
+    );
+    assert_eq!(
+        (s, e["error"]["kind"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not-found"))
+    );
+}
+
+#[test]
+fn credentials_roles_and_scopes() {
+    let api = Api::with_payments();
+    let eval = |who: Option<&str>, bundle: &str| {
+        let (s, v) = api.json(
+            "POST",
+            &format!("/v1/bundles/{bundle}/evaluate"),
+            who,
+            json!({"input": order()}),
+        );
+        (s, v["error"]["kind"].as_str().map(str::to_owned))
+    };
+    let (s, _, headers) = api.call(
+        "POST",
+        "/v1/bundles/payments/evaluate",
+        None,
+        Body::from("{}"),
+        Some("application/json"),
+    );
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+    assert_eq!(eval(Some("nobody"), "payments").0, StatusCode::UNAUTHORIZED);
+    assert_eq!(eval(Some("viewer"), "payments").0, StatusCode::FORBIDDEN);
+    assert_eq!(eval(Some("operator"), "payments").0, StatusCode::FORBIDDEN);
+    assert_eq!(eval(Some("scoped"), "payments").0, StatusCode::OK);
+    // Out of scope: the same answer whether the bundle exists or not.
+    let (a, b) = (
+        eval(Some("scoped"), "other"),
+        eval(Some("scoped"), "payments-nope"),
+    );
+    assert_eq!(a, (StatusCode::FORBIDDEN, Some("forbidden".into())));
+    assert_eq!(a, b);
+    assert_eq!(eval(Some("evaluator"), "nope").0, StatusCode::NOT_FOUND);
+    // Reading: viewer and operator yes, evaluator no; a scoped credential lists its own.
+    for (who, want) in [
+        ("viewer", StatusCode::OK),
+        ("operator", StatusCode::OK),
+        ("evaluator", StatusCode::FORBIDDEN),
+    ] {
+        assert_eq!(
+            api.call("GET", "/v1/bundles", Some(who), Body::empty(), None)
+                .0,
+            want,
+            "{who}"
+        );
+    }
+    let (_, listed, _) = api.call("GET", "/v1/bundles", Some("scoped-op"), Body::empty(), None);
+    assert_eq!(listed["bundles"], json!([]), "scoped to `up` only");
+    let (s, v, _) = api.call(
+        "GET",
+        "/v1/bundles/payments",
+        Some("viewer"),
+        Body::empty(),
+        None,
+    );
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["active"]["layers"].as_array().unwrap().len(), 2, "{v}");
+    assert!(v["activated_at_ms"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bad_requests_get_named_errors() {
+    let api = Api::with_payments();
+    let url = "/v1/bundles/payments/evaluate";
+    let raw = |body: &str, ct: Option<&str>| {
+        let (s, v, _) = api.call(
+            "POST",
+            url,
+            Some("evaluator"),
+            Body::from(body.to_owned()),
+            ct,
+        );
+        (
+            s,
+            v["error"]["kind"].as_str().unwrap_or("").to_owned(),
+            v["error"]["message"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let json_ct = Some("application/json");
+    assert_eq!(
+        raw("{}", Some("text/plain")).0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(raw("{}", None).0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, k, m) = raw("{\"input\": ", json_ct);
+    assert_eq!(
+        (s, k.as_str()),
+        (StatusCode::BAD_REQUEST, "invalid-request"),
+        "{m}"
+    );
+    let deep = format!(
+        "{{\"input\": {{\"a\": {}1{}}}}}",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let (s, _, m) = raw(&deep, json_ct);
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        m.contains("nests 102 levels deep, over the limit of 64"),
+        "{m}"
+    );
+    let big = format!("{{\"input\": {{\"a\": \"{}\"}}}}", "x".repeat(5000));
+    assert_eq!(raw(&big, json_ct).0, StatusCode::PAYLOAD_TOO_LARGE);
+    let (s, k, _) = raw(r#"{"input": [1]}"#, json_ct);
+    assert_eq!((s, k.as_str()), (StatusCode::BAD_REQUEST, "invalid-input"));
+    let (s, _, m) = raw(r#"{"input": {"a": 1, "a": 2}}"#, json_ct);
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(m.contains("duplicate key"), "{m}");
+    let (s, _, m) = raw(r#"{"input": {}, "inptu": {}}"#, json_ct);
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(m.contains("unknown field `inptu`"), "{m}");
+    let (s, v, _) = api.call("GET", "/v2/nothing", None, Body::empty(), None);
+    assert_eq!(
+        (s, v["error"]["kind"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not-found"))
+    );
+}
+
+#[test]
+fn a_batch_answers_each_item_and_one_bad_item_fails_alone() {
+    let api = Api::with_payments();
+    let url = "/v1/bundles/payments/evaluate/batch";
+    let (s, v) = api.json("POST", url, Some("evaluator"), json!({
+        "common_input": {"customer": {"country": "DE", "age_days": 900, "verified": true}},
+        "inputs": [{"order": {"amount": 20, "currency": "EUR"}}, [1], {"order": {"amount": 99999, "currency": "EUR"}}],
+    }));
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(
+        (results[0]["ok"].as_bool(), results[0]["verdict"].as_str()),
+        (Some(true), Some("allow"))
+    );
+    assert_eq!(results[1]["error"]["kind"], "invalid-input");
+    assert_eq!(results[2]["ok"], true);
+    assert_ne!(results[2]["verdict"], "allow", "{}", results[2]);
+    let (s, v) = api.json(
+        "POST",
+        url,
+        Some("evaluator"),
+        json!({"inputs": [{}, {}, {}, {}]}),
+    );
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("over the batch limit of 3")
+    );
+}
+
+/// A packed archive of a one-rule bundle named `name` at `revision`, whose golden case
+/// expects `verdict`.
+fn archive(name: &str, revision: &str, verdict: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    write_bundle(
+        dir.path(),
+        &format!(
+            "[bundle]\nformat = 1\nname = \"{name}\"\nrevision = \"{revision}\"\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nsettings = {{ verdict = \"allow\" }}\n[[test]]\ninput = {{}}\nverdict = \"{verdict}\"\n"
+        ),
+    );
+    let out = dir.path().join("b.tar.gz");
+    rulebox::bundle::pack(dir.path(), &out, None, &Default::default()).unwrap();
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn upload_rollback_delete() {
+    let api = Api::new(config());
+    let put = |who: &str, name: &str, bytes: Vec<u8>, ct: &str| {
+        let (s, v, _) = api.call(
+            "PUT",
+            &format!("/v1/bundles/{name}"),
+            Some(who),
+            Body::from(bytes),
+            Some(ct),
+        );
+        (s, v)
+    };
+    let gz = "application/gzip";
+    assert_eq!(
+        put("viewer", "up", archive("up", "1", "allow"), gz).0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        put("scoped-op", "other", archive("other", "1", "allow"), gz).0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        put(
+            "operator",
+            "up",
+            archive("up", "1", "allow"),
+            "application/json"
+        )
+        .0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let (s, v) = put("scoped-op", "up", archive("up", "1", "allow"), gz);
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["revision"], "1");
+    assert_eq!(
+        put("operator", "up", archive("up", "2", "allow"), gz).0,
+        StatusCode::CREATED
+    );
+    // Each failed gate step is 422 naming the step; the active revision keeps serving.
+    let (s, v) = put("operator", "up", archive("up", "3", "deny"), gz);
+    assert_eq!(
+        (s, v["error"]["step"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("test")),
+        "{v}"
+    );
+    let (s, v) = put("operator", "up", archive("impostor", "4", "allow"), gz);
+    assert_eq!(
+        (s, v["error"]["step"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("read")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("named `impostor`, not `up`")
+    );
+    let (s, v) = put("operator", "up", b"not an archive".to_vec(), gz);
+    assert_eq!(
+        (s, v["error"]["step"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("read")),
+        "{v}"
+    );
+    let (_, status, _) = api.call("GET", "/v1/bundles/up", Some("viewer"), Body::empty(), None);
+    assert_eq!(status["revision"], "2");
+    assert_eq!(status["last_failure"]["step"], "read", "{status}");
+    assert_eq!(status["history"], json!(["1"]));
+    // Rollback: to a named kept revision, or to the previous one.
+    assert_eq!(
+        put("operator", "up", archive("up", "3", "allow"), gz).0,
+        StatusCode::CREATED
+    );
+    let (s, v) = api.json(
+        "POST",
+        "/v1/bundles/up/rollback",
+        Some("operator"),
+        json!({"to_revision": "9"}),
+    );
+    assert_eq!(
+        (s, v["error"]["kind"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not-found"))
+    );
+    let (s, v) = api.json(
+        "POST",
+        "/v1/bundles/up/rollback",
+        Some("operator"),
+        json!({"to_revision": "1"}),
+    );
+    assert_eq!(
+        (s, v["revision"].as_str(), v["previous"].as_str()),
+        (StatusCode::OK, Some("1"), Some("3")),
+        "{v}"
+    );
+    let (s, v, _) = api.call(
+        "POST",
+        "/v1/bundles/up/rollback",
+        Some("operator"),
+        Body::empty(),
+        None,
+    );
+    assert_eq!(
+        (s, v["revision"].as_str()),
+        (StatusCode::OK, Some("3")),
+        "{v}"
+    );
+    let (s, v, _) = api.call(
+        "POST",
+        "/v1/bundles/up/rollback",
+        Some("operator"),
+        Body::empty(),
+        None,
+    );
+    assert_eq!(
+        (s, v["error"]["kind"].as_str()),
+        (StatusCode::CONFLICT, Some("conflict")),
+        "nothing older kept: {v}"
+    );
+    assert_eq!(
+        api.call(
+            "DELETE",
+            "/v1/bundles/up",
+            Some("evaluator"),
+            Body::empty(),
+            None
+        )
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.call(
+            "DELETE",
+            "/v1/bundles/up",
+            Some("operator"),
+            Body::empty(),
+            None
+        )
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call("GET", "/v1/bundles/up", Some("viewer"), Body::empty(), None)
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[test]
+fn cache_health_and_readiness() {
+    let api = Api::new(config());
+    let (s, v, _) = api.call("GET", "/readyz", None, Body::empty(), None);
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["error"]["missing"], json!(["payments"]));
+    assert_eq!(
+        api.call("GET", "/healthz", None, Body::empty(), None).0,
+        StatusCode::OK
+    );
+    api.rt
+        .block_on(api.state.registry().load(&example_bundle("payments")))
+        .unwrap();
+    assert_eq!(
+        api.call("GET", "/readyz", None, Body::empty(), None).0,
+        StatusCode::OK
+    );
+    api.json(
+        "POST",
+        "/v1/bundles/payments/evaluate",
+        Some("evaluator"),
+        json!({"input": order()}),
+    );
+    api.json(
+        "POST",
+        "/v1/bundles/payments/evaluate",
+        Some("evaluator"),
+        json!({"input": order()}),
+    );
+    let (s, stats, _) = api.call(
+        "GET",
+        "/v1/cache/stats",
+        Some("viewer"),
+        Body::empty(),
+        None,
+    );
+    assert_eq!(s, StatusCode::OK);
+    assert!(stats["hits"].as_u64().unwrap() >= 1, "{stats}");
+    let (s, _) = api.json("POST", "/v1/cache/invalidate", Some("evaluator"), json!({}));
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = api.json("POST", "/v1/cache/invalidate", Some("scoped-op"), json!({}));
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a scoped operator cannot invalidate everything"
+    );
+    let (s, v) = api.json(
+        "POST",
+        "/v1/cache/invalidate",
+        Some("operator"),
+        json!({"bundle": "payments"}),
+    );
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = api.json(
+        "POST",
+        "/v1/bundles/payments/evaluate",
+        Some("evaluator"),
+        json!({"input": order()}),
+    );
+    assert!(
+        v["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["cached"] == false),
+        "{v}"
+    );
+}
+
+#[test]
+fn beyond_the_concurrency_limit_requests_get_503_with_retry_after() {
+    let mut c = config();
+    c.limits.max_concurrent_requests = 1;
+    let api = Api::new(c);
+    let slow = tempfile::tempdir().unwrap();
+    write_bundle(
+        slow.path(),
+        "[bundle]\nformat = 1\nname = \"slow\"\nrevision = \"1\"\n[[rule]]\nname = \"s\"\ncomponent = \"sleep.wasm\"\nsettings = { seconds = 1 }\nlimits = { timeout_ms = 5000 }\n",
+    );
+    std::fs::copy(
+        rulebox_tests::guest_path("hostile_sleep"),
+        slow.path().join("sleep.wasm"),
+    )
+    .unwrap();
+    api.rt
+        .block_on(api.state.registry().load(slow.path()))
+        .unwrap();
+    let state = api.state.clone();
+    let held = api.rt.spawn(async move {
+        let req = Request::post("/v1/bundles/slow/evaluate")
+            .header(header::AUTHORIZATION, "Bearer tok-evaluator")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"input":{}}"#))
+            .unwrap();
+        router(state).oneshot(req).await.unwrap().status()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (s, v, headers) = api.call("GET", "/v1/bundles", Some("viewer"), Body::empty(), None);
+    assert_eq!(
+        (s, v["error"]["kind"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded"))
+    );
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+    assert_eq!(api.rt.block_on(held).unwrap(), StatusCode::OK);
+    assert_eq!(
+        api.call("GET", "/v1/bundles", Some("viewer"), Body::empty(), None)
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn the_example_config_loads_in_every_profile_and_prod_demands_credentials() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rulebox.toml");
+    let dev = ServerConfig::load(Some(&path), Some("dev")).unwrap();
+    assert!(dev.auth.anonymous_loopback_evaluator);
+    let prod = ServerConfig::load(Some(&path), Some("prod")).unwrap();
+    assert_eq!((prod.limits.max_batch, prod.auth.tokens.len()), (50, 2));
+    assert!(prod.redacted().contains("sha256 = \"<redacted>\""));
+    assert!(!prod.redacted().contains("0000000000"));
+    ServerConfig::load(Some(&path), Some("staging")).unwrap();
+    let err = ServerConfig::load(Some(&path), Some("qa"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no [profile.qa]"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[profile.prod]\nlisten = \"0.0.0.0:1\"\n").unwrap();
+    let err = ServerConfig::load(Some(&file), Some("prod"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("c.toml") && err.contains("auth.tokens: the prod profile needs credentials"),
+        "{err}"
+    );
+    std::fs::write(&file, "[limits]\nmax_btach = 3\n").unwrap();
+    let err = ServerConfig::load(Some(&file), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("c.toml") && err.contains("max_btach") && err.contains("limits"),
+        "{err}"
+    );
+    std::fs::write(
+        &file,
+        "[[auth.tokens]]\nname = \"x\"\nsha256 = \"rbx_plaintext\"\nrole = \"admin\"\n",
+    )
+    .unwrap();
+    let err = ServerConfig::load(Some(&file), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("auth.tokens[0].sha256: not 64 hex digits"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serves_over_a_real_socket_and_shuts_down_gracefully() {
+    use std::io::{Read, Write};
+    let rt = rulebox_tests::rt();
+    let mut c = config();
+    c.auth.anonymous_loopback_evaluator = true;
+    let bundles = tempfile::tempdir().unwrap();
+    rulebox_tests::copy_dir(
+        &example_bundle("payments"),
+        &bundles.path().join("payments"),
+    );
+    c.bundles.dir = Some(bundles.path().to_owned());
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(rulebox_server::serve(c, listener, async {
+        let _ = stopped.await;
+    }));
+    let http = |req: String| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    // The watched directory loads the bundle: wait for readiness.
+    let mut ready = String::new();
+    for _ in 0..200 {
+        ready = http("GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into());
+        if ready.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    // Anonymous evaluation from loopback (the dev setting) works over the socket.
+    let body = format!("{{\"input\": {ORDER}}}");
+    let out = http(format!(
+        "POST /v1/bundles/payments/evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("\"verdict\":\"allow\""), "{out}");
+    // ... but not administration.
+    let out =
+        http("DELETE /v1/bundles/payments HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into());
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    stop.send(()).unwrap();
+    rt.block_on(server).unwrap().unwrap();
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "stopped listening"
+    );
+}
