@@ -3,6 +3,7 @@
 use crate::auth::{Action, Authenticator, Principal};
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::limits::RateLimits;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
@@ -30,7 +31,10 @@ struct Inner {
     registry: Arc<Registry>,
     cache: Arc<rulebox::ResultCache>,
     auth: Authenticator,
+    limits: RateLimits,
     admission: Arc<tokio::sync::Semaphore>,
+    /// The admission limit.
+    permits: usize,
     decisions: AtomicU64,
     /// Distinguishes this process's decision ids from other replicas'.
     instance: String,
@@ -68,17 +72,35 @@ impl AppState {
         };
         let mut id = [0u8; 4];
         getrandom::fill(&mut id).map_err(|e| e.to_string())?;
-        Ok(AppState {
+        let state = AppState {
             inner: Arc::new(Inner {
                 auth: Authenticator::new(&config.auth),
+                limits: RateLimits::new(&config.rate_limits),
                 config,
                 registry,
                 cache,
                 admission: Arc::new(tokio::sync::Semaphore::new(permits)),
+                permits,
                 decisions: AtomicU64::new(0),
                 instance: hex::encode(id),
             }),
-        })
+        };
+        // Evict idle rate-limit keys every minute, while the state lives (when there is a
+        // runtime to do it on: there always is under `serve`).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&state.inner);
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    match weak.upgrade() {
+                        Some(inner) => inner.limits.evict_idle(),
+                        None => break,
+                    }
+                }
+            });
+        }
+        Ok(state)
     }
 
     /// The registry, to load bundles from outside the API (tests, embedders).
@@ -121,6 +143,7 @@ pub fn router(state: AppState) -> Router {
         .route("/bundles/{name}/rollback", post(rollback))
         .route("/cache/stats", get(cache_stats))
         .route("/cache/invalidate", post(cache_invalidate))
+        .route("/server/stats", get(server_stats))
         .layer(axum::middleware::from_fn_with_state(state.clone(), admit));
     Router::new()
         .nest("/v1", v1)
@@ -136,18 +159,23 @@ pub fn router(state: AppState) -> Router {
 /// Admission: at most `limits.max_concurrent_requests` at once, the rest answered 503 at
 /// once; each within `limits.request_timeout_ms`.
 async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let rejected = &state.inner.limits.rejected;
     let Ok(_permit) = state.inner.admission.clone().try_acquire_owned() else {
+        rejected.overloaded.fetch_add(1, Ordering::Relaxed);
         return ApiError::new("overloaded", "too many requests in flight; retry shortly")
             .into_response();
     };
     let timeout = Duration::from_millis(state.inner.config.limits.request_timeout_ms);
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(
-            "timeout",
-            format!("the request took longer than {} ms", timeout.as_millis()),
-        )
-        .into_response(),
+        Err(_) => {
+            rejected.timed_out.fetch_add(1, Ordering::Relaxed);
+            ApiError::new(
+                "timeout",
+                format!("the request took longer than {} ms", timeout.as_millis()),
+            )
+            .into_response()
+        }
     }
 }
 
@@ -166,11 +194,9 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        state
-            .inner
-            .auth
-            .authenticate(authorization, peer)
-            .map(Caller)
+        let caller = state.inner.auth.authenticate(authorization, peer)?;
+        state.inner.limits.check(&caller)?;
+        Ok(Caller(caller))
     }
 }
 
@@ -286,7 +312,10 @@ async fn decide(
     input: &Input,
     request_id: Option<&str>,
 ) -> Result<Value, ApiError> {
-    let result = bundle.evaluate(input).await?;
+    let result = bundle.evaluate(input).await.inspect_err(|_| {
+        let rejected = &state.inner.limits.rejected;
+        rejected.overloaded.fetch_add(1, Ordering::Relaxed);
+    })?;
     let decision_id = state.decision_id();
     tracing::info!(
         decision_id = %decision_id,
@@ -556,6 +585,20 @@ async fn cache_invalidate(
     ))
 }
 
+async fn server_stats(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.check(Action::Read, None)?;
+    let engine = state.inner.registry.engine().stats();
+    Ok(Json(json!({
+        "rejected": state.inner.limits.stats(),
+        "requests_in_flight": state.inner.permits - state.inner.admission.available_permits(),
+        "max_concurrent_requests": state.inner.permits,
+        "engine": engine,
+    })))
+}
+
 async fn readyz(State(state): State<AppState>) -> Response {
     let loaded: Vec<String> = state
         .inner
@@ -579,7 +622,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "not-ready",
             format!("bundles without an active revision: {missing:?}"),
         );
-        e.detail = Some(json!({"missing": missing}));
+        e.detail = Some(Box::new(json!({"missing": missing})));
         let mut response = e.into_response();
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         response

@@ -42,6 +42,8 @@ pub struct Principal {
     pub name: String,
     /// No credential was given (loopback development access).
     anonymous: bool,
+    /// The rate-limit bucket: the credential, or the address of an anonymous caller.
+    rate_key: String,
     role: Role,
     bundles: Option<Vec<String>>,
 }
@@ -73,6 +75,16 @@ impl Principal {
         Ok(())
     }
 
+    /// The caller's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The caller's rate-limit bucket.
+    pub fn rate_key(&self) -> &str {
+        &self.rate_key
+    }
+
     /// Whether the caller may see `bundle` in listings.
     pub fn sees(&self, bundle: &str) -> bool {
         self.bundles
@@ -100,6 +112,7 @@ impl Authenticator {
                     Principal {
                         name: t.name.clone(),
                         anonymous: false,
+                        rate_key: format!("token:{}", t.name),
                         role: t.role,
                         bundles: t.bundles.clone(),
                     },
@@ -120,10 +133,13 @@ impl Authenticator {
         peer: Option<SocketAddr>,
     ) -> Result<Principal, ApiError> {
         let Some(header) = authorization else {
-            if self.anonymous_loopback && peer.is_some_and(|p| p.ip().is_loopback()) {
+            if self.anonymous_loopback
+                && let Some(peer) = peer.filter(|p| p.ip().is_loopback())
+            {
                 return Ok(Principal {
                     name: "anonymous".into(),
                     anonymous: true,
+                    rate_key: format!("anonymous:{}", peer.ip()),
                     role: Role::Evaluator,
                     bundles: None,
                 });

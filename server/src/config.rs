@@ -25,6 +25,44 @@ pub struct ServerConfig {
     pub bundles: BundlesConfig,
     /// The result cache (`redis_url` for a shared one). Default: in-process only.
     pub cache: rulebox::CacheConfig,
+    /// Requests per credential, by role (anonymous callers: per address, as evaluators).
+    pub rate_limits: RateLimitsConfig,
+}
+
+/// A token bucket: `per_second` sustained, up to `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests per second, sustained.
+    pub per_second: u32,
+    /// Requests allowed at once after a quiet spell.
+    pub burst: u32,
+}
+
+/// Rate limits by role. Beyond them a request is answered 429 with Retry-After.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    /// Default 50/s, burst 100.
+    pub viewer: Rate,
+    /// Default 5,000/s, burst 10,000: a service's decision traffic.
+    pub evaluator: Rate,
+    /// Default 10/s, burst 20: loads, rollbacks, invalidations.
+    pub operator: Rate,
+    /// Default 50/s, burst 100.
+    pub admin: Rate,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        let rate = |per_second, burst| Rate { per_second, burst };
+        RateLimitsConfig {
+            viewer: rate(50, 100),
+            evaluator: rate(5000, 10_000),
+            operator: rate(10, 20),
+            admin: rate(50, 100),
+        }
+    }
 }
 
 /// Request limits; all enforced before any work is done.
@@ -140,6 +178,7 @@ impl Default for ServerConfig {
                 ..BundlesConfig::default()
             },
             cache: rulebox::CacheConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
         }
     }
 }
@@ -212,6 +251,19 @@ impl ServerConfig {
         }
         if l.request_timeout_ms == 0 {
             return Err("limits.request_timeout_ms: must be greater than 0".into());
+        }
+        let r = &self.rate_limits;
+        for (role, rate) in [
+            ("viewer", r.viewer),
+            ("evaluator", r.evaluator),
+            ("operator", r.operator),
+            ("admin", r.admin),
+        ] {
+            if rate.per_second == 0 || rate.burst == 0 {
+                return Err(format!(
+                    "rate_limits.{role}: per_second and burst must be at least 1"
+                ));
+            }
         }
         for (i, t) in self.auth.tokens.iter().enumerate() {
             if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -12,7 +12,9 @@ pub struct ApiError {
     /// For people.
     pub message: String,
     /// Extra fields for the error object (the failed load step, say).
-    pub detail: Option<serde_json::Value>,
+    pub detail: Option<Box<serde_json::Value>>,
+    /// Seconds to send as Retry-After (429 and 503; 503 defaults to 1).
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
             kind,
             message: message.into(),
             detail: None,
+            retry_after_s: None,
         }
     }
 
@@ -36,6 +39,7 @@ impl ApiError {
             "unsupported-media-type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "load-failed" => StatusCode::UNPROCESSABLE_ENTITY,
             "conflict" => StatusCode::CONFLICT,
+            "rate-limited" => StatusCode::TOO_MANY_REQUESTS,
             "overloaded" | "timeout" | "cache-unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -45,19 +49,23 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after_s = self.retry_after_s;
         let mut error = serde_json::json!({ "kind": self.kind, "message": self.message });
-        if let Some(serde_json::Value::Object(extra)) = self.detail {
+        if let Some(detail) = self.detail
+            && let serde_json::Value::Object(extra) = *detail
+        {
             for (k, v) in extra {
                 error[k] = v;
             }
         }
         let mut response =
             (status, axum::Json(serde_json::json!({ "error": error }))).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            // Host trouble, not an answer: come back shortly.
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+            // Host trouble or a limit, not an answer: come back later.
+            let seconds = retry_after_s.unwrap_or(1);
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if status == StatusCode::UNAUTHORIZED {
             response
@@ -88,9 +96,8 @@ impl From<rulebox::Overloaded> for ApiError {
 impl From<rulebox::LoadFailure> for ApiError {
     fn from(f: rulebox::LoadFailure) -> ApiError {
         ApiError {
-            kind: "load-failed",
-            message: f.error.to_string(),
-            detail: Some(serde_json::json!({ "step": f.step })),
+            detail: Some(Box::new(serde_json::json!({ "step": f.step }))),
+            ..ApiError::new("load-failed", f.error.to_string())
         }
     }
 }

@@ -10,6 +10,7 @@
 //!   environment overrides, validated once.
 //! - `auth`: static tokens (SHA-256 hashes), roles, bundle scopes.
 //! - `api`: the handlers.
+//! - `limits`: per-credential rate limits (token buckets) and the rejection counters.
 //! - `error`: [`ApiError`], the one place a kind becomes a status code.
 
 #![deny(missing_docs)]
@@ -18,11 +19,13 @@ mod api;
 mod auth;
 mod config;
 mod error;
+mod limits;
 
 pub use api::{AppState, router};
 pub use auth::new_token;
 pub use config::{
-    AuthConfig, BundlesConfig, ConfigError, LimitsConfig, Role, ServerConfig, TokenConfig,
+    AuthConfig, BundlesConfig, ConfigError, LimitsConfig, Rate, RateLimitsConfig, Role,
+    ServerConfig, TokenConfig,
 };
 pub use error::ApiError;
 

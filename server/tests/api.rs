@@ -674,3 +674,46 @@ fn serves_over_a_real_socket_and_shuts_down_gracefully() {
         "stopped listening"
     );
 }
+
+#[test]
+fn each_credential_has_its_own_rate_limit_and_rejections_are_counted() {
+    let mut c = config();
+    c.rate_limits.viewer = rulebox_server::Rate {
+        per_second: 1,
+        burst: 2,
+    };
+    let api = Api::new(c);
+    let get = |who: &str| api.call("GET", "/v1/bundles", Some(who), Body::empty(), None);
+    assert_eq!(get("viewer").0, StatusCode::OK);
+    assert_eq!(get("viewer").0, StatusCode::OK);
+    let (s, v, headers) = get("viewer");
+    assert_eq!(
+        (s, v["error"]["kind"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate-limited")),
+        "{v}"
+    );
+    let wait: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    // Another credential has its own bucket (operators read too).
+    assert_eq!(get("operator").0, StatusCode::OK);
+    let (s, stats, _) = api.call(
+        "GET",
+        "/v1/server/stats",
+        Some("operator"),
+        Body::empty(),
+        None,
+    );
+    assert_eq!(s, StatusCode::OK, "{stats}");
+    assert_eq!(stats["rejected"]["rate_limited"], 1, "{stats}");
+    assert_eq!(stats["rejected"]["rate_limiter_keys"], 2, "{stats}");
+    // The bucket refills.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(get("viewer").0, StatusCode::OK);
+    let mut bad = config();
+    bad.rate_limits.operator.burst = 0;
+    assert!(bad.validate().unwrap_err().contains("rate_limits.operator"));
+}
