@@ -3,7 +3,7 @@
 use crate::auth::{Action, Authenticator, Principal};
 use crate::config::ServerConfig;
 use crate::error::ApiError;
-use crate::limits::RateLimits;
+use crate::limits::{RateLimits, Rejected};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
@@ -20,6 +20,32 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// The parts of the state a configuration reload replaces.
+struct Live {
+    config: ServerConfig,
+    auth: Authenticator,
+    limits: RateLimits,
+    admission: Arc<tokio::sync::Semaphore>,
+    /// The admission limit.
+    permits: usize,
+}
+
+impl Live {
+    fn new(config: ServerConfig, engine: &Engine) -> Live {
+        let permits = match config.limits.max_concurrent_requests {
+            0 => engine.config().max_instances as usize,
+            n => n,
+        };
+        Live {
+            auth: Authenticator::new(&config.auth),
+            limits: RateLimits::new(&config.rate_limits),
+            admission: Arc::new(tokio::sync::Semaphore::new(permits)),
+            permits,
+            config,
+        }
+    }
+}
+
 /// What every handler shares. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -27,14 +53,12 @@ pub struct AppState {
 }
 
 struct Inner {
-    config: ServerConfig,
     registry: Arc<Registry>,
     cache: Arc<rulebox::ResultCache>,
-    auth: Authenticator,
-    limits: RateLimits,
-    admission: Arc<tokio::sync::Semaphore>,
-    /// The admission limit.
-    permits: usize,
+    /// What a configuration reload replaces, swapped atomically.
+    live: arc_swap::ArcSwap<Live>,
+    /// Requests turned away, by reason (kept across reloads).
+    rejected: Rejected,
     decisions: AtomicU64,
     /// Distinguishes this process's decision ids from other replicas'.
     instance: String,
@@ -66,21 +90,14 @@ impl AppState {
                 ..RegistryConfig::default()
             },
         ));
-        let permits = match config.limits.max_concurrent_requests {
-            0 => engine.config().max_instances as usize,
-            n => n,
-        };
         let mut id = [0u8; 4];
         getrandom::fill(&mut id).map_err(|e| e.to_string())?;
         let state = AppState {
             inner: Arc::new(Inner {
-                auth: Authenticator::new(&config.auth),
-                limits: RateLimits::new(&config.rate_limits),
-                config,
+                live: arc_swap::ArcSwap::from_pointee(Live::new(config, &engine)),
+                rejected: Rejected::default(),
                 registry,
                 cache,
-                admission: Arc::new(tokio::sync::Semaphore::new(permits)),
-                permits,
                 decisions: AtomicU64::new(0),
                 instance: hex::encode(id),
             }),
@@ -94,7 +111,7 @@ impl AppState {
                 loop {
                     tick.tick().await;
                     match weak.upgrade() {
-                        Some(inner) => inner.limits.evict_idle(),
+                        Some(inner) => inner.live.load().limits.evict_idle(),
                         None => break,
                     }
                 }
@@ -110,7 +127,7 @@ impl AppState {
 
     /// Starts watching `bundles.dir`, if configured (call within a tokio runtime).
     pub fn watch_bundles(&self) -> Result<Option<rulebox::Watcher>, String> {
-        match &self.inner.config.bundles.dir {
+        match &self.live().config.bundles.dir {
             None => Ok(None),
             Some(dir) => self
                 .inner
@@ -119,6 +136,42 @@ impl AppState {
                 .map(Some)
                 .map_err(|e| format!("bundles.dir {}: {e}", dir.display())),
         }
+    }
+
+    fn live(&self) -> Arc<Live> {
+        self.inner.live.load_full()
+    }
+
+    /// Reads the configuration again (same file and profile, current environment) and swaps
+    /// it in atomically: credentials, roles, rate limits and request limits. Keys that need
+    /// a restart (`listen`, `cache`, `bundles` other than `required`) must be unchanged;
+    /// otherwise, and on any invalid value, the running configuration is kept and the error
+    /// says why.
+    pub fn reload_config(&self) -> Result<ServerConfig, String> {
+        let old = self.live();
+        let new = ServerConfig::load(old.config.source.as_deref(), old.config.profile.as_deref())
+            .map_err(|e| e.to_string())?;
+        let bundles = |c: &ServerConfig| crate::config::BundlesConfig {
+            required: Vec::new(),
+            ..c.bundles.clone()
+        };
+        for (key, same) in [
+            ("listen", new.listen == old.config.listen),
+            ("cache", new.cache == old.config.cache),
+            ("bundles", bundles(&new) == bundles(&old.config)),
+        ] {
+            if !same {
+                return Err(format!(
+                    "`{key}` changed: it applies only at start, so restart to change it (the running configuration is kept)"
+                ));
+            }
+        }
+        let engine = self.inner.registry.engine();
+        self.inner
+            .live
+            .store(Arc::new(Live::new(new.clone(), engine)));
+        tracing::info!(profile = ?new.profile, "configuration reloaded");
+        Ok(new)
     }
 
     fn decision_id(&self) -> String {
@@ -144,6 +197,7 @@ pub fn router(state: AppState) -> Router {
         .route("/cache/stats", get(cache_stats))
         .route("/cache/invalidate", post(cache_invalidate))
         .route("/server/stats", get(server_stats))
+        .route("/admin/config/reload", post(reload_config))
         .layer(axum::middleware::from_fn_with_state(state.clone(), admit));
     Router::new()
         .nest("/v1", v1)
@@ -159,13 +213,14 @@ pub fn router(state: AppState) -> Router {
 /// Admission: at most `limits.max_concurrent_requests` at once, the rest answered 503 at
 /// once; each within `limits.request_timeout_ms`.
 async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let rejected = &state.inner.limits.rejected;
-    let Ok(_permit) = state.inner.admission.clone().try_acquire_owned() else {
+    let rejected = &state.inner.rejected;
+    let live = state.live();
+    let Ok(_permit) = live.admission.clone().try_acquire_owned() else {
         rejected.overloaded.fetch_add(1, Ordering::Relaxed);
         return ApiError::new("overloaded", "too many requests in flight; retry shortly")
             .into_response();
     };
-    let timeout = Duration::from_millis(state.inner.config.limits.request_timeout_ms);
+    let timeout = Duration::from_millis(live.config.limits.request_timeout_ms);
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
@@ -194,8 +249,9 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        let caller = state.inner.auth.authenticate(authorization, peer)?;
-        state.inner.limits.check(&caller)?;
+        let live = state.live();
+        let caller = live.auth.authenticate(authorization, peer)?;
+        live.limits.check(&caller, &state.inner.rejected)?;
         Ok(Caller(caller))
     }
 }
@@ -228,7 +284,8 @@ async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
             "send the body as Content-Type: application/json",
         ));
     }
-    let limits = &state.inner.config.limits;
+    let live = state.live();
+    let limits = &live.config.limits;
     let bytes = read_body(body, limits.max_body_bytes).await?;
     let depth = json_depth(&bytes);
     if depth > limits.max_json_depth {
@@ -313,7 +370,7 @@ async fn decide(
     request_id: Option<&str>,
 ) -> Result<Value, ApiError> {
     let result = bundle.evaluate(input).await.inspect_err(|_| {
-        let rejected = &state.inner.limits.rejected;
+        let rejected = &state.inner.rejected;
         rejected.overloaded.fetch_add(1, Ordering::Relaxed);
     })?;
     let decision_id = state.decision_id();
@@ -371,7 +428,7 @@ async fn evaluate_batch(
     caller.check(Action::Evaluate, Some(&name))?;
     let bytes = json_body(&state, &headers, body).await?;
     let request: BatchRequest = serde_json::from_slice(&bytes).map_err(invalid_json)?;
-    let max = state.inner.config.limits.max_batch;
+    let max = state.live().config.limits.max_batch;
     if request.inputs.len() > max {
         return Err(ApiError::new(
             "invalid-request",
@@ -475,9 +532,9 @@ async fn put_bundle(
             "send the bundle as a .tar.gz with Content-Type: application/gzip",
         ));
     }
-    let bytes = read_body(body, state.inner.config.limits.max_upload_bytes).await?;
-    let dir = state
-        .inner
+    let live = state.live();
+    let bytes = read_body(body, live.config.limits.max_upload_bytes).await?;
+    let dir = live
         .config
         .bundles
         .upload_dir
@@ -590,13 +647,27 @@ async fn server_stats(
     Caller(caller): Caller,
 ) -> Result<Json<Value>, ApiError> {
     caller.check(Action::Read, None)?;
+    let live = state.live();
     let engine = state.inner.registry.engine().stats();
     Ok(Json(json!({
-        "rejected": state.inner.limits.stats(),
-        "requests_in_flight": state.inner.permits - state.inner.admission.available_permits(),
-        "max_concurrent_requests": state.inner.permits,
+        "rejected": live.limits.stats(&state.inner.rejected),
+        "requests_in_flight": live.permits - live.admission.available_permits(),
+        "max_concurrent_requests": live.permits,
         "engine": engine,
     })))
+}
+
+async fn reload_config(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.check(Action::Admin, None)?;
+    let config = state.reload_config().map_err(|e| {
+        tracing::warn!(by = %caller.name, "configuration reload refused: {e}");
+        ApiError::new("config-invalid", e)
+    })?;
+    tracing::info!(by = %caller.name, "configuration reloaded");
+    Ok(Json(json!({"reloaded": true, "profile": config.profile})))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -607,8 +678,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_iter()
         .map(|s| s.name)
         .collect();
-    let missing: Vec<&String> = state
-        .inner
+    let live = state.live();
+    let missing: Vec<&String> = live
         .config
         .bundles
         .required

@@ -15,6 +15,9 @@ pub struct ServerConfig {
     /// Set by the loader, not in the file.
     #[serde(skip)]
     pub profile: Option<String>,
+    /// The file these values were read from, for reloading. Set by the loader.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     /// Address to listen on. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
     /// Request limits.
@@ -170,6 +173,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             profile: None,
+            source: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
@@ -231,6 +235,7 @@ impl ServerConfig {
         );
         let mut config: ServerConfig = figment.extract().map_err(|e| err(e.to_string()))?;
         config.profile = profile.map(str::to_owned);
+        config.source = path.map(Path::to_owned);
         config.validate().map_err(err)?;
         Ok(config)
     }

@@ -37,7 +37,7 @@ impl ApiError {
             "not-found" => StatusCode::NOT_FOUND,
             "too-large" => StatusCode::PAYLOAD_TOO_LARGE,
             "unsupported-media-type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "load-failed" => StatusCode::UNPROCESSABLE_ENTITY,
+            "load-failed" | "config-invalid" => StatusCode::UNPROCESSABLE_ENTITY,
             "conflict" => StatusCode::CONFLICT,
             "rate-limited" => StatusCode::TOO_MANY_REQUESTS,
             "overloaded" | "timeout" | "cache-unavailable" => StatusCode::SERVICE_UNAVAILABLE,

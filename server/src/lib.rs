@@ -32,6 +32,40 @@ pub use error::ApiError;
 use std::future::Future;
 use std::time::Duration;
 
+/// Reloads the configuration on every SIGHUP (a refused reload is logged and the running
+/// configuration kept). Stops when dropped.
+struct Reloader(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Reloader {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+fn reload_on_sighup(state: AppState) -> Reloader {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return Reloader(None);
+        };
+        Reloader(Some(tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if let Err(e) = state.reload_config() {
+                    tracing::warn!("SIGHUP: configuration reload refused: {e}");
+                }
+            }
+        })))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = state;
+        Reloader(None)
+    }
+}
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -55,6 +89,7 @@ pub async fn serve(
     let grace = Duration::from_millis(config.limits.shutdown_grace_ms);
     let state = AppState::new(config).map_err(ServeError::Config)?;
     let _watcher = state.watch_bundles().map_err(ServeError::Config)?;
+    let _reloader = reload_on_sighup(state.clone());
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

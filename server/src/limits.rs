@@ -18,8 +18,6 @@ pub struct RateLimits {
     operator: DefaultKeyedRateLimiter<String>,
     admin: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
-    /// Requests turned away, by reason.
-    pub rejected: Rejected,
 }
 
 /// Requests turned away, by reason.
@@ -58,7 +56,6 @@ impl RateLimits {
             operator: keyed(config.operator),
             admin: keyed(config.admin),
             clock: DefaultClock::default(),
-            rejected: Rejected::default(),
         }
     }
 
@@ -67,7 +64,7 @@ impl RateLimits {
     }
 
     /// Takes one request from the caller's bucket, or says when to come back (429).
-    pub fn check(&self, caller: &Principal) -> Result<(), ApiError> {
+    pub fn check(&self, caller: &Principal, rejected: &Rejected) -> Result<(), ApiError> {
         let limiter = match caller.role() {
             Role::Viewer => &self.viewer,
             Role::Evaluator => &self.evaluator,
@@ -77,7 +74,7 @@ impl RateLimits {
         limiter
             .check_key(&caller.rate_key().to_owned())
             .map_err(|not_until| {
-                self.rejected.rate_limited.fetch_add(1, Ordering::Relaxed);
+                rejected.rate_limited.fetch_add(1, Ordering::Relaxed);
                 let wait = not_until.wait_time_from(self.clock.now());
                 let mut e = ApiError::new(
                     "rate-limited",
@@ -101,8 +98,7 @@ impl RateLimits {
     }
 
     /// The counters.
-    pub fn stats(&self) -> RejectedStats {
-        let r = &self.rejected;
+    pub fn stats(&self, r: &Rejected) -> RejectedStats {
         RejectedStats {
             rate_limited: r.rate_limited.load(Ordering::Relaxed),
             overloaded: r.overloaded.load(Ordering::Relaxed),

@@ -717,3 +717,90 @@ fn each_credential_has_its_own_rate_limit_and_rejections_are_counted() {
     bad.rate_limits.operator.burst = 0;
     assert!(bad.validate().unwrap_err().contains("rate_limits.operator"));
 }
+
+#[test]
+fn config_reload_swaps_credentials_and_limits_or_keeps_the_running_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rulebox.toml");
+    let hash = |t: &str| hex::encode(sha2::Sha256::digest(format!("tok-{t}")));
+    let write = |extra: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[limits]\nmax_batch = 5\n[[auth.tokens]]\nname = \"admin\"\nsha256 = \"{}\"\nrole = \"admin\"\n{extra}",
+                hash("admin")
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let api = Api::new(ServerConfig::load(Some(&file), None).unwrap());
+    let reload = |who: &str| {
+        let (s, v, _) = api.call(
+            "POST",
+            "/v1/admin/config/reload",
+            Some(who),
+            Body::empty(),
+            None,
+        );
+        (s, v)
+    };
+    assert_eq!(
+        api.call("GET", "/v1/bundles", Some("viewer"), Body::empty(), None)
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    // A new credential and a new limit take effect on reload.
+    write(&format!(
+        "[[auth.tokens]]\nname = \"viewer\"\nsha256 = \"{}\"\nrole = \"viewer\"\n",
+        hash("viewer")
+    ));
+    assert_eq!(reload("admin").0, StatusCode::OK);
+    assert_eq!(
+        api.call("GET", "/v1/bundles", Some("viewer"), Body::empty(), None)
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        reload("viewer").0,
+        StatusCode::FORBIDDEN,
+        "only admins reload"
+    );
+    // An invalid file, or a key that needs a restart: refused, the running config kept.
+    std::fs::write(&file, "[limits]\nmax_batch = \"many\"\n").unwrap();
+    let (s, v) = reload("admin");
+    assert_eq!(
+        (s, v["error"]["kind"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("config-invalid")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_batch"),
+        "{v}"
+    );
+    // The same credentials as running, but another address: that needs a restart.
+    write(&format!(
+        "[[auth.tokens]]\nname = \"viewer\"\nsha256 = \"{}\"\nrole = \"viewer\"\n",
+        hash("viewer")
+    ));
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("listen = \"127.0.0.1:1\"\n{text}")).unwrap();
+    let (s, v) = reload("admin");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`listen` changed"),
+        "{v}"
+    );
+    assert_eq!(
+        api.call("GET", "/v1/bundles", Some("viewer"), Body::empty(), None)
+            .0,
+        StatusCode::OK,
+        "still the reloaded config"
+    );
+}
