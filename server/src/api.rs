@@ -694,9 +694,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
             format!("bundles without an active revision: {missing:?}"),
         );
         e.detail = Some(Box::new(json!({"missing": missing})));
-        let mut response = e.into_response();
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        response
+        e.into_response()
     }
 }
 

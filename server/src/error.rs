@@ -40,7 +40,9 @@ impl ApiError {
             "load-failed" | "config-invalid" => StatusCode::UNPROCESSABLE_ENTITY,
             "conflict" => StatusCode::CONFLICT,
             "rate-limited" => StatusCode::TOO_MANY_REQUESTS,
-            "overloaded" | "timeout" | "cache-unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded" | "timeout" | "cache-unavailable" | "not-ready" => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -463,9 +463,15 @@ fn upload_rollback_delete() {
 #[test]
 fn cache_health_and_readiness() {
     let api = Api::new(config());
-    let (s, v, _) = api.call("GET", "/readyz", None, Body::empty(), None);
+    let (s, v, headers) = api.call("GET", "/readyz", None, Body::empty(), None);
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["error"]["kind"], "not-ready");
     assert_eq!(v["error"]["missing"], json!(["payments"]));
+    assert_eq!(
+        headers[header::RETRY_AFTER],
+        "1",
+        "503s say when to come back"
+    );
     assert_eq!(
         api.call("GET", "/healthz", None, Body::empty(), None).0,
         StatusCode::OK
