@@ -61,6 +61,39 @@ pub struct CacheConfig {
     pub adaptive_window: u32,
 }
 
+impl CacheConfig {
+    /// Checks every field, and that `redis_url` is a Redis URL this build can use, without
+    /// building anything (no connection is made). [`ResultCache::new`] calls it.
+    pub fn validate(&self) -> Result<(), CacheConfigError> {
+        let bad = |field, message: String| Err(CacheConfigError { field, message });
+        if self.memory_bytes < 64 << 10 {
+            return bad(
+                "memory_bytes",
+                format!("{} is below the minimum of 65536", self.memory_bytes),
+            );
+        }
+        if self.default_ttl_ms == 0 {
+            return bad("default_ttl_ms", "must be greater than 0".into());
+        }
+        if self.adaptive_min_ttl_ms == 0 || self.adaptive_min_ttl_ms > self.adaptive_max_ttl_ms {
+            return bad(
+                "adaptive_min_ttl_ms",
+                "must be between 1 and adaptive_max_ttl_ms".into(),
+            );
+        }
+        if self.adaptive_window < 16 {
+            return bad("adaptive_window", "must be at least 16".into());
+        }
+        if let Some(url) = &self.redis_url {
+            L2::check_url(url).map_err(|message| CacheConfigError {
+                field: "redis_url",
+                message,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
@@ -113,27 +146,7 @@ impl ResultCache {
     /// Builds a cache. With a `redis_url`, the URL is checked now; Redis itself may be down
     /// (the breaker handles that).
     pub fn new(config: CacheConfig) -> Result<ResultCache, CacheConfigError> {
-        let bad = |field, message: String| Err(CacheConfigError { field, message });
-        if config.memory_bytes < 64 << 10 {
-            return bad(
-                "memory_bytes",
-                format!("{} is below the minimum of 65536", config.memory_bytes),
-            );
-        }
-        if config.default_ttl_ms == 0 {
-            return bad("default_ttl_ms", "must be greater than 0".into());
-        }
-        if config.adaptive_min_ttl_ms == 0
-            || config.adaptive_min_ttl_ms > config.adaptive_max_ttl_ms
-        {
-            return bad(
-                "adaptive_min_ttl_ms",
-                "must be between 1 and adaptive_max_ttl_ms".into(),
-            );
-        }
-        if config.adaptive_window < 16 {
-            return bad("adaptive_window", "must be at least 16".into());
-        }
+        config.validate()?;
         let l2 = match &config.redis_url {
             None => None,
             Some(url) => Some(L2::new(url, &config).map_err(|m| CacheConfigError {

@@ -287,7 +287,7 @@ impl ServerConfig {
                 return Err("auth.anonymous_loopback_evaluator: not allowed in prod".into());
             }
         }
-        rulebox::ResultCache::new(self.cache.clone()).map_err(|e| e.to_string())?;
+        self.cache.validate().map_err(|e| e.to_string())?;
         Ok(())
     }
 

@@ -722,6 +722,13 @@ fn each_credential_has_its_own_rate_limit_and_rejections_are_counted() {
     let mut bad = config();
     bad.rate_limits.operator.burst = 0;
     assert!(bad.validate().unwrap_err().contains("rate_limits.operator"));
+    let mut bad = config();
+    bad.cache.redis_url = Some("http://127.0.0.1:6379".into());
+    let err = bad.validate().unwrap_err();
+    assert!(
+        err.starts_with("cache.redis_url: `http://127.0.0.1:6379`"),
+        "{err}"
+    );
 }
 
 #[test]

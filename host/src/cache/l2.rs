@@ -114,6 +114,13 @@ pub(crate) struct L2 {
 
 #[cfg(feature = "redis")]
 impl L2 {
+    /// Whether `url` is a Redis URL (parsed only: nothing is contacted).
+    pub fn check_url(url: &str) -> Result<(), String> {
+        redis::Client::open(url)
+            .map(drop)
+            .map_err(|e| format!("`{url}`: {e}"))
+    }
+
     pub fn new(url: &str, config: &CacheConfig) -> Result<L2, String> {
         let client = redis::Client::open(url).map_err(|e| format!("`{url}`: {e}"))?;
         let timeout = Duration::from_millis(config.redis_timeout_ms.max(1));
@@ -299,10 +306,13 @@ pub(crate) enum L2 {}
 
 #[cfg(not(feature = "redis"))]
 impl L2 {
-    pub fn new(url: &str, _: &CacheConfig) -> Result<L2, String> {
+    pub fn check_url(url: &str) -> Result<(), String> {
         Err(format!(
             "`{url}`: this build of rulebox has no Redis support (its `redis` feature is off)"
         ))
+    }
+    pub fn new(url: &str, _: &CacheConfig) -> Result<L2, String> {
+        Self::check_url(url).map(|()| unreachable!("check_url refuses every URL"))
     }
     pub fn pending(&self) -> u64 {
         match *self {}
