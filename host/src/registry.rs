@@ -483,31 +483,16 @@ impl Registry {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         slots
             .iter()
-            .map(|(name, slot)| {
-                let active = slot.active.load();
-                BundleStatus {
-                    name: name.clone(),
-                    revision: active.revision().to_owned(),
-                    digest: active.digest().to_owned(),
-                    history: slot
-                        .history
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .iter()
-                        .map(|b| b.revision().to_owned())
-                        .collect(),
-                    rules: active.rules().len(),
-                    activated_at_ms: slot
-                        .activated_at_ms
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                    last_failure: slot
-                        .last_failure
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone(),
-                }
-            })
+            .map(|(name, slot)| slot_status(name, slot, &slot.active.load()))
             .collect()
+    }
+
+    /// The status of `name` and the active revision it describes (read together, so a swap
+    /// in between cannot pair one revision's status with another's bundle).
+    pub fn status_of(&self, name: &str) -> Result<(BundleStatus, Arc<Bundle>), RegistryError> {
+        let slot = self.slot(name)?;
+        let active = slot.active.load_full();
+        Ok((slot_status(name, &slot, &active), active))
     }
 
     #[cfg(feature = "watch")]
@@ -572,6 +557,30 @@ impl Registry {
             _watcher: watcher,
             task,
         })
+    }
+}
+
+fn slot_status(name: &str, slot: &Slot, active: &Bundle) -> BundleStatus {
+    BundleStatus {
+        name: name.to_owned(),
+        revision: active.revision().to_owned(),
+        digest: active.digest().to_owned(),
+        history: slot
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|b| b.revision().to_owned())
+            .collect(),
+        rules: active.rules().len(),
+        activated_at_ms: slot
+            .activated_at_ms
+            .load(std::sync::atomic::Ordering::Relaxed),
+        last_failure: slot
+            .last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
     }
 }
 

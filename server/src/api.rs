@@ -466,13 +466,7 @@ async fn evaluate_batch(
 }
 
 fn status_json(state: &AppState, name: &str) -> Result<Value, ApiError> {
-    let registry = &state.inner.registry;
-    let status = registry
-        .status()
-        .into_iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| ApiError::new("not-found", format!("no bundle named `{name}` is loaded")))?;
-    let bundle = registry.get(name)?;
+    let (status, bundle) = state.inner.registry.status_of(name)?;
     let mut out =
         serde_json::to_value(&status).map_err(|e| ApiError::new("internal", e.to_string()))?;
     out["active"] = serde_json::to_value(bundle.describe()).unwrap_or_default();

@@ -43,7 +43,7 @@ pub struct Principal {
     /// No credential was given (loopback development access).
     anonymous: bool,
     /// The rate-limit bucket: the credential, or the address of an anonymous caller.
-    rate_key: String,
+    pub(crate) rate_key: String,
     role: Role,
     bundles: Option<Vec<String>>,
 }
@@ -78,11 +78,6 @@ impl Principal {
     /// The caller's role.
     pub fn role(&self) -> Role {
         self.role
-    }
-
-    /// The caller's rate-limit bucket.
-    pub fn rate_key(&self) -> &str {
-        &self.rate_key
     }
 
     /// Whether the caller may see `bundle` in listings.

@@ -71,22 +71,20 @@ impl RateLimits {
             Role::Operator => &self.operator,
             Role::Admin => &self.admin,
         };
-        limiter
-            .check_key(&caller.rate_key().to_owned())
-            .map_err(|not_until| {
-                rejected.rate_limited.fetch_add(1, Ordering::Relaxed);
-                let wait = not_until.wait_time_from(self.clock.now());
-                let mut e = ApiError::new(
-                    "rate-limited",
-                    format!(
-                        "credential `{}` is over its rate limit; retry in {} ms",
-                        caller.name,
-                        wait.as_millis()
-                    ),
-                );
-                e.retry_after_s = Some(wait.as_secs() + 1);
-                e
-            })
+        limiter.check_key(&caller.rate_key).map_err(|not_until| {
+            rejected.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let wait = not_until.wait_time_from(self.clock.now());
+            let mut e = ApiError::new(
+                "rate-limited",
+                format!(
+                    "credential `{}` is over its rate limit; retry in {} ms",
+                    caller.name,
+                    wait.as_millis()
+                ),
+            );
+            e.retry_after_s = Some(wait.as_secs() + 1);
+            e
+        })
     }
 
     /// Forgets keys whose buckets are full again (they would allow a burst anyway).
