@@ -31,18 +31,18 @@ struct Live {
 }
 
 impl Live {
-    fn new(config: ServerConfig, engine: &Engine) -> Live {
+    fn new(config: ServerConfig, engine: &Engine) -> Result<Live, String> {
         let permits = match config.limits.max_concurrent_requests {
             0 => engine.config().max_instances as usize,
             n => n,
         };
-        Live {
-            auth: Authenticator::new(&config.auth),
+        Ok(Live {
+            auth: Authenticator::new(&config.auth)?,
             limits: RateLimits::new(&config.rate_limits),
             admission: Arc::new(tokio::sync::Semaphore::new(permits)),
             permits,
             config,
-        }
+        })
     }
 }
 
@@ -94,7 +94,7 @@ impl AppState {
         getrandom::fill(&mut id).map_err(|e| e.to_string())?;
         let state = AppState {
             inner: Arc::new(Inner {
-                live: arc_swap::ArcSwap::from_pointee(Live::new(config, &engine)),
+                live: arc_swap::ArcSwap::from_pointee(Live::new(config, &engine)?),
                 rejected: Rejected::default(),
                 registry,
                 cache,
@@ -166,10 +166,8 @@ impl AppState {
                 ));
             }
         }
-        let engine = self.inner.registry.engine();
-        self.inner
-            .live
-            .store(Arc::new(Live::new(new.clone(), engine)));
+        let live = Live::new(new.clone(), self.inner.registry.engine())?;
+        self.inner.live.store(Arc::new(live));
         tracing::info!(profile = ?new.profile, "configuration reloaded");
         Ok(new)
     }

@@ -103,8 +103,8 @@ impl Default for LimitsConfig {
     }
 }
 
-/// A role: what a credential may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A role: what a credential may do. Ordered from least to most privileged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read bundle status and cache stats.
@@ -138,9 +138,73 @@ pub struct TokenConfig {
 pub struct AuthConfig {
     /// Static API tokens.
     pub tokens: Vec<TokenConfig>,
+    /// JSON Web Tokens from an identity provider. Default: none accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtConfig>,
     /// Let requests without credentials from a loopback address evaluate (development
     /// only: the `prod` profile refuses it). Default false.
     pub anonymous_loopback_evaluator: bool,
+}
+
+/// A JWT signing algorithm the server accepts. Each key is pinned to one: a token whose
+/// header names another algorithm is refused (no `none`, no RS/HS confusion).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256; the key file holds the shared secret (at least 32 bytes).
+    HS256,
+    /// RSA PKCS#1 v1.5 with SHA-256; the key file holds the PEM public key.
+    RS256,
+    /// Ed25519; the key file holds the PEM public key.
+    EdDSA,
+}
+
+/// One key that may sign JWTs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    /// The `kid` a token names to pick this key. Default: none (tried for any token of the
+    /// key's algorithm that names no `kid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// The only algorithm this key verifies.
+    pub algorithm: JwtAlgorithm,
+    /// The PEM public key (RS256, EdDSA) or the shared secret (HS256), read at start and on
+    /// every configuration reload.
+    pub file: PathBuf,
+}
+
+/// JWT credentials: signature by a configured key, `exp` required, `nbf`, `iss` and `aud`
+/// checked; the roles come from a claim.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The keys tokens may be signed with (at least one).
+    pub keys: Vec<JwtKey>,
+    /// The required `iss`.
+    pub issuer: String,
+    /// The required `aud` (a token's `aud` must contain it).
+    pub audience: String,
+    /// The claim holding the role, or a list of roles (unknown names are ignored). Default
+    /// `roles`.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// The claim holding the list of bundles the token may touch; absent claim: all.
+    /// Default `bundles`.
+    #[serde(default = "default_bundles_claim")]
+    pub bundles_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds. Default 30.
+    #[serde(default = "default_leeway")]
+    pub leeway_s: u64,
+}
+
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+fn default_bundles_claim() -> String {
+    "bundles".into()
+}
+fn default_leeway() -> u64 {
+    30
 }
 
 /// Bundle sources.
@@ -277,8 +341,29 @@ impl ServerConfig {
                 ));
             }
         }
+        if let Some(jwt) = &self.auth.jwt {
+            if jwt.keys.is_empty() {
+                return Err("auth.jwt.keys: at least one key is needed".into());
+            }
+            for (key, value) in [
+                ("issuer", &jwt.issuer),
+                ("audience", &jwt.audience),
+                ("roles_claim", &jwt.roles_claim),
+                ("bundles_claim", &jwt.bundles_claim),
+            ] {
+                if value.is_empty() {
+                    return Err(format!("auth.jwt.{key}: must not be empty"));
+                }
+            }
+            if jwt.leeway_s > 300 {
+                return Err(format!(
+                    "auth.jwt.leeway_s: {} is over the maximum of 300",
+                    jwt.leeway_s
+                ));
+            }
+        }
         if self.profile.as_deref() == Some("prod") {
-            if self.auth.tokens.is_empty() {
+            if self.auth.tokens.is_empty() && self.auth.jwt.is_none() {
                 return Err(
                     "auth.tokens: the prod profile needs credentials; none are configured".into(),
                 );

@@ -8,7 +8,7 @@
 //! # Layout
 //! - `config`: [`ServerConfig`]: one TOML file, `[profile.NAME]` overlays, `RULEBOX_*`
 //!   environment overrides, validated once.
-//! - `auth`: static tokens (SHA-256 hashes), roles, bundle scopes.
+//! - `auth`: static tokens (SHA-256 hashes) and JWTs, roles, bundle scopes.
 //! - `api`: the handlers.
 //! - `limits`: per-credential rate limits (token buckets) and the rejection counters.
 //! - `error`: [`ApiError`], the one place a kind becomes a status code.
@@ -24,8 +24,8 @@ mod limits;
 pub use api::{AppState, router};
 pub use auth::new_token;
 pub use config::{
-    AuthConfig, BundlesConfig, ConfigError, LimitsConfig, Rate, RateLimitsConfig, Role,
-    ServerConfig, TokenConfig,
+    AuthConfig, BundlesConfig, ConfigError, JwtAlgorithm, JwtConfig, JwtKey, LimitsConfig, Rate,
+    RateLimitsConfig, Role, ServerConfig, TokenConfig,
 };
 pub use error::ApiError;
 

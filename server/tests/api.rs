@@ -817,3 +817,238 @@ fn config_reload_swaps_credentials_and_limits_or_keeps_the_running_config() {
         "still the reloaded config"
     );
 }
+
+/// JWTs from three issuers' keys (HS256, RS256, EdDSA): each accepted only with its own
+/// algorithm, and `exp`, `nbf`, `iss`, `aud`, the roles claim and the bundle scope enforced.
+#[test]
+fn jwt_credentials_are_verified_with_pinned_keys_and_claims() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use rulebox_server::{JwtAlgorithm, JwtConfig, JwtKey};
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let secret = b"0123456789abcdef0123456789abcdef-test-secret";
+    std::fs::write(dir.path().join("hs.secret"), secret).unwrap();
+    let ed = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    {
+        use ed25519_dalek::pkcs8::EncodePublicKey;
+        let pem = ed
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .unwrap();
+        std::fs::write(dir.path().join("ed.pub.pem"), pem).unwrap();
+    }
+    let ed_private = {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        ed.to_pkcs8_pem(Default::default()).unwrap().to_string()
+    };
+    let key = |kid: Option<&str>, algorithm, file: std::path::PathBuf| JwtKey {
+        kid: kid.map(str::to_owned),
+        algorithm,
+        file,
+    };
+    let mut c = config();
+    c.auth.jwt = Some(JwtConfig {
+        keys: vec![
+            key(None, JwtAlgorithm::HS256, dir.path().join("hs.secret")),
+            key(
+                Some("rsa-1"),
+                JwtAlgorithm::RS256,
+                fixtures.join("jwt-rs256-test-public.pem"),
+            ),
+            key(
+                Some("ed-1"),
+                JwtAlgorithm::EdDSA,
+                dir.path().join("ed.pub.pem"),
+            ),
+        ],
+        issuer: "https://idp.example".into(),
+        audience: "rulebox".into(),
+        roles_claim: "roles".into(),
+        bundles_claim: "bundles".into(),
+        leeway_s: 0,
+    });
+    let api = Api::new(c);
+    api.rt
+        .block_on(api.state.registry().load(&example_bundle("payments")))
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = |patch: Value| {
+        let mut c = json!({
+            "sub": "checkout", "iss": "https://idp.example", "aud": ["other", "rulebox"],
+            "exp": now + 300, "nbf": now - 10, "roles": ["evaluator", "some-other-app-role"],
+        });
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+    let rsa = std::fs::read(fixtures.join("jwt-rs256-test-private.pem")).unwrap();
+    let sign = |alg: Algorithm, kid: Option<&str>, claims: &Value| {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        let key = match alg {
+            Algorithm::HS256 => EncodingKey::from_secret(secret),
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&rsa).unwrap(),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(ed_private.as_bytes()).unwrap(),
+            _ => unreachable!(),
+        };
+        encode(&header, claims, &key).unwrap()
+    };
+    let eval = |jwt: &str, bundle: &str| {
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("/v1/bundles/{bundle}/evaluate"))
+            .header(header::AUTHORIZATION, format!("Bearer {jwt}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({"input": order()}).to_string()))
+            .unwrap();
+        api.rt.block_on(async {
+            let resp = router(api.state.clone()).oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            (
+                status,
+                v["error"]["message"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+    };
+    let good = claims(json!({}));
+    for (alg, kid) in [
+        (Algorithm::HS256, None),
+        (Algorithm::RS256, Some("rsa-1")),
+        (Algorithm::EdDSA, Some("ed-1")),
+    ] {
+        let (s, m) = eval(&sign(alg, kid, &good), "payments");
+        assert_eq!(s, StatusCode::OK, "{alg:?}: {m}");
+    }
+    let refused = |jwt: String, want: StatusCode, says: &str| {
+        let (s, m) = eval(&jwt, "payments");
+        assert_eq!(s, want, "{m}");
+        assert!(m.contains(says), "`{m}` should say `{says}`");
+    };
+    let unauthorized = StatusCode::UNAUTHORIZED;
+    refused(
+        sign(Algorithm::HS256, None, &claims(json!({"exp": now - 5}))),
+        unauthorized,
+        "expired",
+    );
+    refused(
+        sign(Algorithm::HS256, None, &claims(json!({"exp": null}))),
+        unauthorized,
+        "`exp`",
+    );
+    refused(
+        sign(
+            Algorithm::RS256,
+            Some("rsa-1"),
+            &claims(json!({"nbf": now + 120})),
+        ),
+        unauthorized,
+        "not valid yet",
+    );
+    refused(
+        sign(
+            Algorithm::EdDSA,
+            Some("ed-1"),
+            &claims(json!({"iss": "https://evil"})),
+        ),
+        unauthorized,
+        "issuer",
+    );
+    refused(
+        sign(
+            Algorithm::HS256,
+            None,
+            &claims(json!({"aud": "someone-else"})),
+        ),
+        unauthorized,
+        "audience",
+    );
+    // Pinned algorithms: the RSA key's kid on an HS256 token (signed with the RSA public key
+    // as the HMAC secret: the classic confusion) finds no key.
+    let public_rsa = std::fs::read(fixtures.join("jwt-rs256-test-public.pem")).unwrap();
+    let mut confused = Header::new(Algorithm::HS256);
+    confused.kid = Some("rsa-1".into());
+    let forged = encode(&confused, &good, &EncodingKey::from_secret(&public_rsa)).unwrap();
+    refused(
+        forged,
+        unauthorized,
+        "no configured key for algorithm HS256",
+    );
+    // alg `none`: unsigned tokens are not JWTs we take.
+    let body = |v: &Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let unsigned = format!("{}.{}.", body(&json!({"alg": "none"})), body(&good));
+    assert_eq!(eval(&unsigned, "payments").0, unauthorized);
+    // A signature by another HS256 secret.
+    let other = encode(
+        &Header::new(Algorithm::HS256),
+        &good,
+        &EncodingKey::from_secret(b"another-secret-another-secret-another"),
+    )
+    .unwrap();
+    refused(other, unauthorized, "bad signature");
+    // Roles from the claim: none known is 403; a viewer may not evaluate.
+    refused(
+        sign(
+            Algorithm::HS256,
+            None,
+            &claims(json!({"roles": ["billing"]})),
+        ),
+        StatusCode::FORBIDDEN,
+        "no rulebox role in claim `roles`",
+    );
+    refused(
+        sign(Algorithm::HS256, None, &claims(json!({"roles": "viewer"}))),
+        StatusCode::FORBIDDEN,
+        "may not do this",
+    );
+    // Scope from the claim.
+    let scoped = sign(
+        Algorithm::EdDSA,
+        Some("ed-1"),
+        &claims(json!({"bundles": ["payments"]})),
+    );
+    assert_eq!(eval(&scoped, "payments").0, StatusCode::OK);
+    assert_eq!(eval(&scoped, "other").0, StatusCode::FORBIDDEN);
+}
+
+#[test]
+fn jwt_keys_are_checked_when_the_server_starts() {
+    use rulebox_server::{JwtAlgorithm, JwtConfig, JwtKey};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("short"), "too-short").unwrap();
+    std::fs::write(dir.path().join("not-pem"), "hello").unwrap();
+    let rt = rulebox_tests::rt();
+    for (algorithm, file, says) in [
+        (JwtAlgorithm::HS256, "short", "at least 32 bytes"),
+        (JwtAlgorithm::RS256, "not-pem", "not a PEM RSA public key"),
+        (JwtAlgorithm::EdDSA, "missing", "auth.jwt.keys[0].file"),
+    ] {
+        let mut c = config();
+        c.auth.jwt = Some(JwtConfig {
+            keys: vec![JwtKey {
+                kid: None,
+                algorithm,
+                file: dir.path().join(file),
+            }],
+            issuer: "i".into(),
+            audience: "a".into(),
+            roles_claim: "roles".into(),
+            bundles_claim: "bundles".into(),
+            leeway_s: 0,
+        });
+        let err = rt.block_on(async { AppState::new(c) }).err().unwrap();
+        assert!(err.contains(says), "{err}");
+    }
+}
