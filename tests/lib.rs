@@ -203,3 +203,286 @@ pub fn rt() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// A free TCP port on loopback (closed again: a server started next may take it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real nginx serving a directory on a free loopback port with its default ETags, for
+/// bundle polling; stopped on drop. Its access log records status, URI and `If-None-Match`.
+pub struct Nginx {
+    /// The port.
+    pub port: u16,
+    prefix: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl Nginx {
+    /// Starts one serving an empty directory, and waits until it answers.
+    pub fn start() -> Nginx {
+        let mut nginx = Nginx {
+            port: free_port(),
+            prefix: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        let p = nginx.prefix.path();
+        std::fs::create_dir_all(p.join("root")).unwrap();
+        std::fs::create_dir_all(p.join("tmp")).unwrap();
+        // Workers may run as `nobody` (when the tests run as root): let them read the root.
+        use std::os::unix::fs::PermissionsExt;
+        for d in [p.to_owned(), p.join("root"), p.join("tmp")] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let conf = format!(
+            r#"daemon off;
+worker_processes 1;
+pid {p}/nginx.pid;
+error_log {p}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+  log_format polls '$status $request_method $uri inm=[$http_if_none_match] ua=[$http_user_agent]';
+  access_log {p}/access.log polls;
+  types {{ application/gzip gz; }}
+  default_type application/octet-stream;
+  client_body_temp_path {p}/tmp/body;
+  proxy_temp_path {p}/tmp/proxy;
+  fastcgi_temp_path {p}/tmp/fastcgi;
+  uwsgi_temp_path {p}/tmp/uwsgi;
+  scgi_temp_path {p}/tmp/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    root {p}/root;
+  }}
+}}
+"#,
+            p = p.display(),
+            port = nginx.port
+        );
+        std::fs::write(p.join("nginx.conf"), conf).unwrap();
+        nginx.restart();
+        nginx
+    }
+
+    /// (Re)starts it on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+            .into_iter()
+            .find(|b| std::path::Path::new(b).exists())
+            .unwrap_or("nginx");
+        let p = self.prefix.path();
+        let child = std::process::Command::new(bin)
+            .arg("-p")
+            .arg(p)
+            .arg("-c")
+            .arg(p.join("nginx.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start nginx ({e}): install it (apt-get install nginx-light)")
+            });
+        self.child = Some(child);
+        for _ in 0..250 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(p.join("error.log")).unwrap_or_default();
+        panic!("nginx on port {} did not answer: {log}", self.port);
+    }
+
+    /// Stops it (the port stops answering).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM: the master stops its workers (SIGKILL would leave them serving).
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+            for _ in 0..250 {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Publishes `bytes` as `/NAME` atomically (write, then rename), with its own mtime so
+    /// that nginx gives it a new ETag even within the same second.
+    pub fn publish(&self, name: &str, bytes: &[u8]) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static GENERATION: AtomicU64 = AtomicU64::new(0);
+        let root = self.prefix.path().join("root");
+        let tmp = root.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes).unwrap();
+        let n = GENERATION.fetch_add(1, Ordering::Relaxed);
+        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000 + n * 7);
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::rename(&tmp, root.join(name)).unwrap();
+    }
+
+    /// The URL of `/NAME`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The access log lines for `/NAME`: `STATUS METHOD URI inm=[...] ua=[...]`.
+    pub fn requests(&self, name: &str) -> Vec<String> {
+        let log =
+            std::fs::read_to_string(self.prefix.path().join("access.log")).unwrap_or_default();
+        let uri = format!(" /{name} ");
+        log.lines()
+            .filter(|l| l.contains(&uri))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`): the status and the
+/// body. Enough for tests; not a client.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
+}
+
+/// A `rulebox serve` process started from a config file, killed on drop.
+pub struct ServeProcess {
+    /// `host:port` it listens on.
+    pub addr: String,
+    child: std::process::Child,
+}
+
+impl ServeProcess {
+    /// Starts `bin serve --config CONFIG --listen 127.0.0.1:0` (stderr to `log`) and waits
+    /// for the line saying where it listens.
+    pub fn start(bin: &str, config: &std::path::Path, log: &std::path::Path) -> ServeProcess {
+        let config = config.to_str().unwrap();
+        ServeProcess::with_args(bin, &["serve", "--config", config], log).0
+    }
+
+    /// Starts `bin ARGS --listen 127.0.0.1:0` (stderr to `log`) and waits for the line
+    /// saying where it listens; returns that line too.
+    pub fn with_args(
+        bin: &str,
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> (ServeProcess, serde_json::Value) {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin)
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RULEBOX_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let started: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            panic!(
+                "serve did not start: {line}{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        });
+        let addr = started["listening"].as_str().unwrap().to_owned();
+        (ServeProcess { addr, child }, started)
+    }
+
+    /// Stops it with SIGTERM, as an orchestrator would, and returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// `http` against this server.
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let (status, body) = http(&self.addr, method, path, headers, body);
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Waits (up to `secs`) until `check` holds.
+    pub fn wait_for(&self, secs: u64, what: &str, mut check: impl FnMut(&Self) -> bool) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < until {
+            if check(self) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{}: gave up waiting for {what}", self.addr);
+    }
+
+    /// Kills it as a crash would (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -689,46 +689,22 @@ fn config_check_prints_the_effective_config_redacted_or_names_the_bad_key() {
 
 #[test]
 fn serve_listens_answers_and_stops_on_sigterm() {
-    use std::io::{BufRead, Read, Write};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rulebox"))
-        .args([
+    let dir = tempfile::tempdir().unwrap();
+    let config = deploy_config();
+    let (mut server, started) = rulebox_tests::ServeProcess::with_args(
+        env!("CARGO_BIN_EXE_rulebox"),
+        &[
             "--no-cache",
             "serve",
             "--config",
-            &deploy_config(),
+            &config,
             "--profile",
             "dev",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let started: serde_json::Value = serde_json::from_str(&line).unwrap();
+        ],
+        &dir.path().join("serve.log"),
+    );
     assert_eq!(started["profile"], "dev");
-    let addr = started["listening"].as_str().unwrap().to_owned();
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(
-        out.starts_with("HTTP/1.1 200") && out.contains("\"ok\""),
-        "{out}"
-    );
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    assert_eq!(
-        child.wait().unwrap().code(),
-        Some(0),
-        "a clean stop on SIGTERM"
-    );
+    let (status, body) = rulebox_tests::http(&server.addr, "GET", "/healthz", &[], b"");
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    assert_eq!(server.terminate(), Some(0), "a clean stop on SIGTERM");
 }

@@ -62,6 +62,8 @@ struct Inner {
     decisions: AtomicU64,
     /// Distinguishes this process's decision ids from other replicas'.
     instance: String,
+    /// The bundles polled from URLs.
+    poller: Arc<crate::poll::Poller>,
 }
 
 impl AppState {
@@ -90,6 +92,10 @@ impl AppState {
                 ..RegistryConfig::default()
             },
         ));
+        let poller = Arc::new(crate::poll::Poller::new(
+            &config.bundles.urls,
+            config.bundles.state_dir.as_deref(),
+        ));
         let mut id = [0u8; 4];
         getrandom::fill(&mut id).map_err(|e| e.to_string())?;
         let state = AppState {
@@ -100,6 +106,7 @@ impl AppState {
                 cache,
                 decisions: AtomicU64::new(0),
                 instance: hex::encode(id),
+                poller,
             }),
         };
         // Evict idle rate-limit keys every minute, while the state lives (when there is a
@@ -136,6 +143,13 @@ impl AppState {
                 .map(Some)
                 .map_err(|e| format!("bundles.dir {}: {e}", dir.display())),
         }
+    }
+
+    /// Restores the kept archive of every `bundles.urls` source and starts polling them
+    /// (call within a tokio runtime). Polling stops when the returned value is dropped.
+    pub fn poll_bundles(&self) -> Result<crate::poll::Polling, String> {
+        let max = self.live().config.limits.max_upload_bytes;
+        self.inner.poller.start(self.inner.registry.clone(), max)
     }
 
     fn live(&self) -> Arc<Live> {
@@ -468,8 +482,32 @@ fn status_json(state: &AppState, name: &str) -> Result<Value, ApiError> {
     let mut out =
         serde_json::to_value(&status).map_err(|e| ApiError::new("internal", e.to_string()))?;
     out["active"] = serde_json::to_value(bundle.describe()).unwrap_or_default();
-    out["source"] = bundle.origin().display().to_string().into();
+    out["source"] = source_json(state, name, &bundle);
     Ok(out)
+}
+
+/// Where the active revision came from: a polled URL (with its ETag and poll counters), the
+/// watched directory, or an upload.
+fn source_json(state: &AppState, name: &str, bundle: &Bundle) -> Value {
+    let origin = bundle.origin().display().to_string();
+    if let Some(poll) = state.inner.poller.status(name)
+        && poll.revision.as_deref() == Some(bundle.revision())
+    {
+        let mut out = serde_json::to_value(poll).unwrap_or_default();
+        out["kind"] = "url".into();
+        return out;
+    }
+    let live = state.live();
+    let kind = match &live.config.bundles.dir {
+        Some(dir) if bundle.origin().starts_with(dir) => "directory",
+        _ => "upload",
+    };
+    let mut out = json!({ "kind": kind, "path": origin });
+    if let Some(poll) = state.inner.poller.status(name) {
+        // Polled, but the active revision came from elsewhere (an upload, a rollback).
+        out["polled"] = serde_json::to_value(poll).unwrap_or_default();
+    }
+    out
 }
 
 async fn list_bundles(
@@ -671,13 +709,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .map(|s| s.name)
         .collect();
     let live = state.live();
-    let missing: Vec<&String> = live
+    // Required: the configured ones and every polled one.
+    let polled = state.inner.poller.names();
+    let mut missing: Vec<&str> = live
         .config
         .bundles
         .required
         .iter()
-        .filter(|r| !loaded.contains(r))
+        .map(String::as_str)
+        .chain(polled)
+        .filter(|r| !loaded.iter().any(|l| l == r))
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         Json(json!({"status": "ready", "bundles": loaded})).into_response()
     } else {

@@ -221,6 +221,31 @@ pub struct BundlesConfig {
     pub trusted_keys: Vec<PathBuf>,
     /// Run each bundle's golden cases before activating it. Default true.
     pub run_tests: bool,
+    /// Bundles polled from URLs (`[[bundles.urls]]`). Each must be active for `/readyz`.
+    pub urls: Vec<UrlSource>,
+    /// Where the last good archive of each URL bundle and its ETag are kept, so that a
+    /// restart serves at once and does not download it again. Needed with `urls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// A bundle polled from a URL with `If-None-Match`: a 304 costs nothing, a new archive goes
+/// through the same gate as an upload (read, verify, compile, test, activate).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlSource {
+    /// The bundle's name: the archive must hold a bundle of this name.
+    pub name: String,
+    /// An `http://` or `https://` URL of a `.tar.gz`.
+    pub url: String,
+    /// Time between polls, in milliseconds; each wait varies by up to ±10% so that
+    /// replicas spread out. Default 30,000.
+    #[serde(default = "default_poll_ms")]
+    pub interval_ms: u64,
+}
+
+fn default_poll_ms() -> u64 {
+    30_000
 }
 
 /// A configuration that cannot be used, naming the file and the key.
@@ -340,6 +365,38 @@ impl ServerConfig {
                     "auth.tokens[{i}].sha256: not 64 hex digits (store the token's SHA-256, never the token: `rulebox token new`)"
                 ));
             }
+        }
+        for (i, u) in self.bundles.urls.iter().enumerate() {
+            let at = format!("bundles.urls[{i}]");
+            if u.name.is_empty()
+                || u.name.len() > 128
+                || !u
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "{at}.name: `{}` is not a bundle name (letters, digits, `-`, `_`)",
+                    u.name
+                ));
+            }
+            if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
+                return Err(format!("{at}.url: `{}` is not an http(s) URL", u.url));
+            }
+            if u.interval_ms < 100 {
+                return Err(format!(
+                    "{at}.interval_ms: {} is below the minimum of 100",
+                    u.interval_ms
+                ));
+            }
+            if self.bundles.urls[..i].iter().any(|o| o.name == u.name) {
+                return Err(format!("{at}.name: `{}` is polled twice", u.name));
+            }
+        }
+        if !self.bundles.urls.is_empty() && self.bundles.state_dir.is_none() {
+            return Err(
+                "bundles.state_dir: needed with bundles.urls, to keep the last good archive and its ETag across restarts".into(),
+            );
         }
         if let Some(jwt) = &self.auth.jwt {
             if jwt.keys.is_empty() {

@@ -11,6 +11,7 @@
 //! - `auth`: static tokens (SHA-256 hashes) and JWTs, roles, bundle scopes.
 //! - `api`: the handlers.
 //! - `limits`: per-credential rate limits (token buckets) and the rejection counters.
+//! - `poll`: bundles polled from URLs with ETags, the last good archive kept on disk.
 //! - `error`: [`ApiError`], the one place a kind becomes a status code.
 
 #![deny(missing_docs)]
@@ -20,14 +21,16 @@ mod auth;
 mod config;
 mod error;
 mod limits;
+mod poll;
 
 pub use api::{AppState, router};
 pub use auth::new_token;
 pub use config::{
     AuthConfig, BundlesConfig, ConfigError, JwtAlgorithm, JwtConfig, JwtKey, LimitsConfig, Rate,
-    RateLimitsConfig, Role, ServerConfig, TokenConfig,
+    RateLimitsConfig, Role, ServerConfig, TokenConfig, UrlSource,
 };
 pub use error::ApiError;
+pub use poll::{PollStatus, Polling};
 
 use std::future::Future;
 use std::time::Duration;
@@ -89,6 +92,7 @@ pub async fn serve(
     let grace = Duration::from_millis(config.limits.shutdown_grace_ms);
     let state = AppState::new(config).map_err(ServeError::Config)?;
     let _watcher = state.watch_bundles().map_err(ServeError::Config)?;
+    let _polling = state.poll_bundles().map_err(ServeError::Config)?;
     let _reloader = reload_on_sighup(state.clone());
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);

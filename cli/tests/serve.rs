@@ -1,0 +1,284 @@
+//! `rulebox serve` as admins run it, with real components started on 127.0.0.1: two replicas
+//! polling one bundle URL served by nginx and sharing one redis-server; a restart with the
+//! bundle server down; revisions uploaded while wrk drives evaluations.
+
+use rulebox_tests::{Nginx, RedisServer, ServeProcess, write_bundle};
+use serde_json::{Value, json};
+use std::path::Path;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rulebox");
+
+/// A `.tar.gz` of bundle `name`: two echo rules `a` and `b` whose reasons carry `marker`,
+/// with a golden case expecting `expect` (`allow` passes; anything else fails the `test`
+/// step).
+fn archive(name: &str, marker: &str, expect: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    write_bundle(
+        dir.path(),
+        &format!(
+            r#"[bundle]
+format = 1
+name = "{name}"
+revision = "{marker}"
+[[rule]]
+name = "a"
+component = "echo.wasm"
+reads = ["order.amount"]
+settings = {{ reason = "{marker}" }}
+[[rule]]
+name = "b"
+component = "echo.wasm"
+reads = ["order.amount"]
+settings = {{ reason = "{marker}" }}
+[[test]]
+input = {{}}
+verdict = "{expect}"
+"#
+        ),
+    );
+    let out = dir.path().join("b.tar.gz");
+    rulebox::bundle::pack(dir.path(), &out, None, &Default::default()).unwrap();
+    std::fs::read(out).unwrap()
+}
+
+/// The reasons' markers of an evaluation of `name` on `server` (anonymous, from loopback).
+fn markers(server: &ServeProcess, name: &str) -> Vec<String> {
+    let (status, v) = server.http(
+        "POST",
+        &format!("/v1/bundles/{name}/evaluate"),
+        &[("Content-Type", "application/json")],
+        br#"{"input": {"order": {"amount": 5}}}"#,
+    );
+    if status != 200 {
+        return vec![format!("HTTP {status}: {v}")];
+    }
+    v["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().rsplit(' ').next().unwrap().to_owned())
+        .collect()
+}
+
+const VIEWER: &str = "tok-viewer";
+
+fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(VIEWER));
+    let path = dir.join("rulebox.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[auth]
+anonymous_loopback_evaluator = true
+[[auth.tokens]]
+name = "viewer"
+sha256 = "{hash}"
+role = "viewer"
+{extra}"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn source(server: &ServeProcess, name: &str) -> Value {
+    let (status, v) = server.http(
+        "GET",
+        &format!("/v1/bundles/{name}"),
+        &[("Authorization", &format!("Bearer {VIEWER}"))],
+        b"",
+    );
+    if status != 200 {
+        return Value::Null;
+    }
+    v
+}
+
+fn ready(server: &ServeProcess) -> bool {
+    server.http("GET", "/readyz", &[], b"").0 == 200
+}
+
+/// How many polls of `/NAME` nginx answered with `status`.
+fn answered(nginx: &Nginx, name: &str, status: &str) -> usize {
+    nginx
+        .requests(name)
+        .iter()
+        .filter(|l| l.starts_with(status))
+        .count()
+}
+
+#[test]
+fn replicas_poll_one_url_with_etags_share_redis_and_keep_the_last_good_bundle() {
+    let redis = RedisServer::start();
+    let mut nginx = Nginx::start();
+    nginx.publish("pay.tar.gz", &archive("pay", "gen-1", "allow"));
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let configs: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            write_config(
+                d.path(),
+                &format!(
+                    r#"[bundles]
+state_dir = "{state}"
+[[bundles.urls]]
+name = "pay"
+url = "{url}"
+interval_ms = 200
+[cache]
+redis_url = "{redis}"
+"#,
+                    state = d.path().join("state").display(),
+                    url = nginx.url("pay.tar.gz"),
+                    redis = redis.url(),
+                ),
+            )
+        })
+        .collect();
+    let log = |i: usize| dirs[i].path().join("serve.log");
+    let a = ServeProcess::start(BIN, &configs[0], &log(0));
+    let mut b = ServeProcess::start(BIN, &configs[1], &log(1));
+    for s in [&a, &b] {
+        s.wait_for(60, "ready with gen-1", |s| {
+            ready(s) && markers(s, "pay") == ["gen-1", "gen-1"]
+        });
+        assert_eq!(source(s, "pay")["source"]["kind"], "url");
+    }
+    // One shared result cache: what A decided, B finds in Redis.
+    let input = br#"{"input": {"order": {"amount": 77}}}"#;
+    let eval = |s: &ServeProcess| {
+        s.http(
+            "POST",
+            "/v1/bundles/pay/evaluate",
+            &[("Content-Type", "application/json")],
+            input,
+        )
+        .1
+    };
+    let first = eval(&a);
+    assert_eq!(first["rules"][0]["cached"], false, "{first}");
+    let from_b = eval(&b);
+    assert_eq!(
+        from_b["rules"][0]["cached"], true,
+        "B found A's result: {from_b}"
+    );
+
+    // A new revision: both switch, each downloads it once, then 304s.
+    nginx.publish("pay.tar.gz", &archive("pay", "gen-2", "allow"));
+    for s in [&a, &b] {
+        s.wait_for(60, "gen-2", |s| markers(s, "pay") == ["gen-2", "gen-2"]);
+    }
+    let unchanged = |s: &ServeProcess| source(s, "pay")["source"]["unchanged"].as_u64().unwrap();
+    for s in [&a, &b] {
+        let seen = unchanged(s);
+        s.wait_for(30, "two more polls", |s| unchanged(s) >= seen + 2);
+    }
+    assert_eq!(
+        answered(&nginx, "pay.tar.gz", "200"),
+        4,
+        "{:#?}",
+        nginx.requests("pay.tar.gz")
+    );
+    assert!(answered(&nginx, "pay.tar.gz", "304") >= 4);
+    let etag = source(&a, "pay")["source"]["etag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(source(&b, "pay")["source"]["etag"], etag.as_str());
+
+    // A broken revision (its golden case fails): both keep serving gen-2 and say why; each
+    // downloads it once, then sends its ETag along and gets 304s.
+    nginx.publish("pay.tar.gz", &archive("pay", "gen-3", "deny"));
+    for s in [&a, &b] {
+        s.wait_for(60, "the failed load reported", |s| {
+            source(s, "pay")["source"]["failed_loads"] == 1
+        });
+        let status = source(s, "pay");
+        assert_eq!(status["last_failure"]["step"], "test", "{status}");
+        assert_eq!(status["source"]["last_result"], "load-failed", "{status}");
+        assert_eq!(markers(s, "pay"), ["gen-2", "gen-2"]);
+        let seen = unchanged(s);
+        s.wait_for(30, "polls after the failure", |s| unchanged(s) >= seen + 2);
+        assert_eq!(
+            source(s, "pay")["source"]["failed_loads"],
+            1,
+            "downloaded once"
+        );
+    }
+    assert_eq!(answered(&nginx, "pay.tar.gz", "200"), 6);
+    assert!(
+        ready(&a) && ready(&b),
+        "a failed poll does not make a replica unready"
+    );
+
+    // A restart while the bundle server is down: the kept archive serves at once.
+    nginx.publish("pay.tar.gz", &archive("pay", "gen-2", "allow"));
+    b.wait_for(30, "the fixed revision polled", |s| {
+        source(s, "pay")["source"]["last_result"] == "unchanged"
+    });
+    b.kill();
+    nginx.stop();
+    let downloads = answered(&nginx, "pay.tar.gz", "200");
+    let started = std::time::Instant::now();
+    let b = ServeProcess::start(BIN, &configs[1], &log(1));
+    b.wait_for(30, "ready from the kept archive", ready);
+    let ready_after = started.elapsed();
+    assert_eq!(markers(&b, "pay"), ["gen-2", "gen-2"]);
+    let status = source(&b, "pay");
+    assert_eq!(status["source"]["restored"], true, "{status}");
+    b.wait_for(30, "a failed poll counted", |s| {
+        source(s, "pay")["source"]["errors"].as_u64() > Some(0)
+    });
+    assert!(
+        ready(&b),
+        "the bundle server being down is not a reason to be unready"
+    );
+    // The bundle server back: the kept ETag gets a 304, nothing is downloaded again.
+    nginx.restart();
+    let seen = unchanged(&b);
+    b.wait_for(30, "a 304 after the restart", |s| unchanged(s) > seen);
+    assert_eq!(answered(&nginx, "pay.tar.gz", "200"), downloads);
+    eprintln!("restarted replica ready after {ready_after:?} with the bundle server down");
+}
+
+#[test]
+fn polled_archives_over_the_size_cap_are_refused_while_streaming() {
+    let nginx = Nginx::start();
+    nginx.publish("big.tar.gz", &vec![0u8; 64 << 10]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"[limits]
+max_upload_bytes = 4096
+[bundles]
+state_dir = "{}"
+[[bundles.urls]]
+name = "big"
+url = "{}"
+interval_ms = 200
+"#,
+            dir.path().join("state").display(),
+            nginx.url("big.tar.gz")
+        ),
+    );
+    let server = ServeProcess::start(BIN, &config, &dir.path().join("serve.log"));
+    let (status, v) = server.http("GET", "/readyz", &[], b"");
+    assert_eq!(status, 503);
+    assert_eq!(
+        v["error"]["missing"],
+        json!(["big"]),
+        "a polled bundle is required"
+    );
+    let log = dir.path().join("serve.log");
+    server.wait_for(30, "the refusal logged", |_| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("over limits.max_upload_bytes (4096)")
+    });
+    let kept: Vec<_> = std::fs::read_dir(dir.path().join("state/big"))
+        .unwrap()
+        .collect();
+    assert!(kept.is_empty(), "nothing kept: {kept:?}");
+}
