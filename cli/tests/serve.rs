@@ -282,3 +282,130 @@ interval_ms = 200
         .collect();
     assert!(kept.is_empty(), "nothing kept: {kept:?}");
 }
+
+/// wrk's script: POST an evaluation; count responses that are not 200, and "mixed" ones
+/// whose markers name more than one revision; report the oldest and newest revision seen.
+const WRK_SCRIPT: &str = r#"
+wrk.method = "POST"
+wrk.body = '{"input": {"order": {"amount": 5}}}'
+wrk.headers["Content-Type"] = "application/json"
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) ok = 0; bad_status = 0; mixed = 0; min_gen = 1000000; max_gen = 0 end
+function response(status, headers, body)
+  if status ~= 200 then bad_status = bad_status + 1; return end
+  local first = nil
+  for g in string.gmatch(body, "gen%-(%d+)") do
+    if first == nil then first = g elseif g ~= first then mixed = mixed + 1; return end
+  end
+  if first == nil then mixed = mixed + 1; return end
+  ok = ok + 1
+  local n = tonumber(first)
+  if n < min_gen then min_gen = n end
+  if n > max_gen then max_gen = n end
+end
+function done(summary, latency, requests)
+  local o, b, m, lo, hi = 0, 0, 0, 1000000, 0
+  for _, t in ipairs(threads) do
+    o = o + t:get("ok"); b = b + t:get("bad_status"); m = m + t:get("mixed")
+    lo = math.min(lo, t:get("min_gen")); hi = math.max(hi, t:get("max_gen"))
+  end
+  io.write(string.format("RESULT ok=%d bad_status=%d mixed=%d min_gen=%d max_gen=%d\n", o, b, m, lo, hi))
+end
+"#;
+
+#[test]
+fn revisions_swap_under_load_without_a_failed_or_mixed_response() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let operator = "tok-operator";
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"[[auth.tokens]]
+name = "operator"
+sha256 = "{}"
+role = "operator"
+[rate_limits]
+evaluator = {{ per_second = 1000000, burst = 1000000 }}
+operator = {{ per_second = 1000, burst = 1000 }}
+[limits]
+max_concurrent_requests = 256
+"#,
+            hex::encode(sha2::Sha256::digest(operator))
+        ),
+    );
+    let server = ServeProcess::start(BIN, &config, &dir.path().join("serve.log"));
+    let bearer = format!("Bearer {operator}");
+    let put = |bytes: &[u8]| {
+        server.http(
+            "PUT",
+            "/v1/bundles/swap",
+            &[
+                ("Authorization", bearer.as_str()),
+                ("Content-Type", "application/gzip"),
+            ],
+            bytes,
+        )
+    };
+    // 20 good revisions and 5 that fail the gate, interleaved, built before the load starts.
+    let revisions: Vec<(u32, bool, Vec<u8>)> = (1..=25)
+        .map(|i| {
+            let good = i % 5 != 3;
+            let expect = if good { "allow" } else { "deny" };
+            (i, good, archive("swap", &format!("gen-{i}"), expect))
+        })
+        .collect();
+    assert_eq!(put(&revisions[0].2).0, 201);
+    let script = dir.path().join("check.lua");
+    std::fs::write(&script, WRK_SCRIPT).unwrap();
+    let url = format!("http://{}/v1/bundles/swap/evaluate", server.addr);
+    let wrk = std::thread::spawn(move || {
+        std::process::Command::new("wrk")
+            .args(["-t2", "-c16", "-d8s", "-s"])
+            .arg(&script)
+            .arg(&url)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run wrk ({e}): install it (apt-get install wrk)"))
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    for (i, good, bytes) in &revisions[1..] {
+        let (status, v) = put(bytes);
+        let want = if *good { 201 } else { 422 };
+        assert_eq!(status, want, "gen-{i}: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let uploading = started.elapsed();
+    let out = wrk.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "wrk: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        uploading < std::time::Duration::from_secs(7),
+        "the uploads ({uploading:?}) must happen while wrk runs (8 s)"
+    );
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT from the script: {stdout}"));
+    let field = |name: &str| -> u64 {
+        result
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    eprintln!("{stdout}");
+    assert!(!stdout.contains("Socket errors"), "{stdout}");
+    assert!(!stdout.contains("Non-2xx"), "{stdout}");
+    assert_eq!((field("bad_status"), field("mixed")), (0, 0), "{result}");
+    assert!(field("ok") > 1000, "{result}");
+    // The load saw the swaps: from the first revision to the last good one (gen-25).
+    assert_eq!((field("min_gen"), field("max_gen")), (1, 25), "{result}");
+    assert_eq!(markers(&server, "swap"), ["gen-25", "gen-25"]);
+}
