@@ -6,9 +6,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
+    // Read when the script runs, not baked in when it was compiled: a build script binary
+    // compiled in another checkout (a worktree sharing the target dir) must not build there.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest_dir).parent().expect("workspace root");
     let plugins = root.join("plugins");
     for watched in [
         "plugins/Cargo.toml",

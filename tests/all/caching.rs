@@ -511,3 +511,100 @@ fn a_slow_redis_costs_a_timeout_not_an_outage() {
         "DEBUG SLEEP ran"
     );
 }
+
+/// A runtime with one blocking thread, and a way to take that thread until told to let go.
+fn one_blocking_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Takes the runtime's only blocking thread; it is free again once the sender is used or
+/// dropped.
+async fn take_the_blocking_pool() -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (taken_tx, taken) = tokio::sync::oneshot::channel();
+    let blocker = tokio::task::spawn_blocking(move || {
+        let _ = taken_tx.send(());
+        let _ = held.recv();
+    });
+    taken.await.unwrap();
+    (release, blocker)
+}
+
+/// Results in the memory cache are served on the calling task: a fully cached bundle
+/// answers while tokio's blocking pool is fully taken (it used to wait for a blocking
+/// thread per dependency layer), and a miss still runs there.
+#[test]
+fn memory_cache_hits_do_not_wait_for_the_blocking_pool() {
+    let c = cache(CacheConfig::default());
+    let dir = one_rule("inline", "{}", "{}");
+    let options = LoadOptions {
+        cache: Some(c.clone()),
+        inline_below_us: 0,
+        ..Default::default()
+    };
+    let bundle = Bundle::load(engine(), dir.path(), &options).unwrap();
+    let hit = input(json!({"order": {"amount": 1}}));
+    let miss = input(json!({"order": {"amount": 2}}));
+    one_blocking_thread().block_on(async {
+        assert!(!bundle.evaluate(&hit).await.unwrap().rules[0].cached);
+        let (release, blocker) = take_the_blocking_pool().await;
+        let served = tokio::time::timeout(Duration::from_secs(20), bundle.evaluate(&hit))
+            .await
+            .expect("a cache hit must not wait for the blocking pool");
+        assert!(served.unwrap().rules[0].cached);
+        // A miss needs the pool (inline evaluation is off here): it finishes once the
+        // pool is free again.
+        let pending = bundle.evaluate(&miss);
+        release.send(()).unwrap();
+        assert!(!pending.await.unwrap().rules[0].cached);
+        blocker.await.unwrap();
+    });
+}
+
+/// A layer whose rules recently cost less than `inline_below_us` runs on the calling task;
+/// an unmeasured rule, and one over the budget, go to the blocking pool.
+#[test]
+fn cheap_rules_run_inline_and_costly_ones_on_the_pool() {
+    let cheap = one_rule("cheap", "{}", "{ strategy = \"none\" }");
+    let costly = one_rule("costly", "{ work = 3000000 }", "{ strategy = \"none\" }");
+    let load = |dir: &std::path::Path| {
+        let options = LoadOptions {
+            inline_below_us: 1000,
+            ..Default::default()
+        };
+        Bundle::load(engine(), dir, &options).unwrap()
+    };
+    let (cheap, costly) = (load(cheap.path()), load(costly.path()));
+    let doc = input(json!({"order": {"amount": 1}}));
+    one_blocking_thread().block_on(async {
+        // Measured once (on the pool: nothing is known yet).
+        cheap.evaluate(&doc).await.unwrap();
+        let costly_us = costly.evaluate(&doc).await.unwrap().rules[0]
+            .metering
+            .wall_us;
+        assert!(
+            costly_us >= 1000,
+            "the costly rule must cost over the budget: {costly_us} us"
+        );
+        let (release, blocker) = take_the_blocking_pool().await;
+        tokio::time::timeout(Duration::from_secs(20), cheap.evaluate(&doc))
+            .await
+            .expect("a cheap rule must not wait for the blocking pool")
+            .unwrap();
+        let waiting = costly.evaluate(&doc);
+        tokio::pin!(waiting);
+        let early = tokio::time::timeout(Duration::from_millis(200), &mut waiting).await;
+        assert!(
+            early.is_err(),
+            "a costly rule runs on the pool, which is taken"
+        );
+        release.send(()).unwrap();
+        waiting.await.unwrap();
+        blocker.await.unwrap();
+    });
+}

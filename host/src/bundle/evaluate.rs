@@ -12,7 +12,11 @@ use std::time::Instant;
 impl Bundle {
     /// Evaluates the bundle: the rules of each dependency layer run concurrently on tokio's
     /// blocking pool, on at most `concurrency` workers that each take the layer's next rule;
-    /// dependents get their upstream decisions.
+    /// dependents get their upstream decisions. Results found in the in-memory cache are
+    /// served on the calling task without a hop to the blocking pool, and so is a layer whose
+    /// rules recently cost less than [`LoadOptions::inline_below_us`] in all.
+    ///
+    /// [`LoadOptions::inline_below_us`]: crate::LoadOptions::inline_below_us
     ///
     /// Fails, with no verdict, when the host could not run a rule ([`Overloaded`]): host
     /// trouble is never turned into a rule's deny or skip.
@@ -20,14 +24,40 @@ impl Bundle {
         let start = Instant::now();
         let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
         for layer in &self.layers {
+            // Results in this host's memory cache are served here, on the calling thread:
+            // a lookup costs well under a microsecond, a hop to the blocking pool far more.
+            let mut pending: Vec<Job> = Vec::new();
+            for &i in layer {
+                let upstream = self.upstream_of(i, &evals);
+                match self.rules[i].cached_in_memory(input, &upstream) {
+                    Some(eval) => evals[i] = Some(eval),
+                    None => pending.push((i, self.rules[i].clone(), upstream)),
+                }
+            }
+            if pending.is_empty() {
+                continue;
+            }
+            // Cheap rules run here too: below the budget, the hand-off would cost more than
+            // the rules. Unmeasured rules, and any that may wait on Redis, go to the pool.
+            let inline = self.inline_below_us > 0
+                && pending
+                    .iter()
+                    .try_fold(0u64, |sum, (_, rule, _)| {
+                        Some(sum.saturating_add(rule.inline_cost_us()?))
+                    })
+                    .is_some_and(|total| total < self.inline_below_us);
+            if inline {
+                for (i, rule, upstream) in pending {
+                    let eval = rule.evaluate(input, &upstream);
+                    rule.note_cost(&eval);
+                    evals[i] = Some(eval);
+                }
+                self.check_overload(layer, &evals)?;
+                continue;
+            }
             // One task per worker, not per rule: a rule costs ~10-100 us, about what
             // handing a task to another thread costs.
-            let jobs: Arc<Vec<Job>> = Arc::new(
-                layer
-                    .iter()
-                    .map(|&i| (i, self.rules[i].clone(), self.upstream_of(i, &evals)))
-                    .collect(),
-            );
+            let jobs: Arc<Vec<Job>> = Arc::new(pending);
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let workers: Vec<_> = (0..self.concurrency.min(jobs.len()))
                 .map(|_| {
@@ -39,7 +69,9 @@ impl Bundle {
                             let Some((i, rule, upstream)) = jobs.get(n) else {
                                 return done;
                             };
-                            done.push((*i, rule.evaluate(&input, upstream)));
+                            let eval = rule.evaluate(&input, upstream);
+                            rule.note_cost(&eval);
+                            done.push((*i, eval));
                         }
                     })
                 })
@@ -108,7 +140,9 @@ impl Bundle {
         for layer in &self.layers {
             for &i in layer {
                 let upstream = self.upstream_of(i, &evals);
-                evals[i] = Some(self.rules[i].evaluate(input, &upstream));
+                let eval = self.rules[i].evaluate(input, &upstream);
+                self.rules[i].note_cost(&eval);
+                evals[i] = Some(eval);
                 // No verdict can come of it: do not make the rest wait for slots too.
                 self.check_overload(&[i], &evals)?;
             }

@@ -55,6 +55,7 @@ impl Bundle {
             rules,
             layers,
             concurrency,
+            inline_below_us: options.inline_below_us,
             signed_by,
             source,
         })
@@ -226,6 +227,7 @@ fn compile_rules(
             cache: r.cache.or(b.cache),
             tests: r.tests.clone(),
             cached: None,
+            recent_us: u64::MAX.into(),
         });
     }
     Ok(rules)

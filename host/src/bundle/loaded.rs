@@ -87,8 +87,8 @@ impl BundleError {
 /// uses the one just done). Rules sharing a component compile it once.
 pub type LoadProgress = Arc<dyn Fn(usize, usize, &str) + Send + Sync>;
 
-/// How bundles are checked when loaded.
-#[derive(Clone, Default)]
+/// How bundles are checked when loaded, and how they evaluate.
+#[derive(Clone)]
 pub struct LoadOptions {
     /// Keys whose signatures are accepted. When any is given, every bundle must carry a
     /// valid signature by one of them.
@@ -102,6 +102,25 @@ pub struct LoadOptions {
     pub progress: Option<LoadProgress>,
     /// The result cache the bundle's rules use, per their `cache` policies. Default: none.
     pub cache: Option<Arc<ResultCache>>,
+    /// [`Bundle::evaluate`] runs a dependency layer on the calling thread, instead of
+    /// handing it to tokio's blocking pool, when its rules' recent cost adds up to less than
+    /// this many microseconds (a hand-off costs tens of microseconds on a busy 2-core host).
+    /// A rule's recent cost is the larger of its last evaluation and a moving average, so
+    /// one slow evaluation sends it back to the pool at once. 0: always the pool. Default 100.
+    pub inline_below_us: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            trusted_keys: Vec::new(),
+            require_signature: false,
+            source_limits: SourceLimits::default(),
+            progress: None,
+            cache: None,
+            inline_below_us: 100,
+        }
+    }
 }
 
 impl std::fmt::Debug for LoadOptions {
@@ -111,6 +130,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("require_signature", &self.require_signature)
             .field("source_limits", &self.source_limits)
             .field("cache", &self.cache.is_some())
+            .field("inline_below_us", &self.inline_below_us)
             .finish_non_exhaustive()
     }
 }
@@ -129,6 +149,8 @@ pub struct BundleRule {
     pub tests: Vec<TestCase>,
     /// Its result-cache state, when it is cached.
     pub(super) cached: Option<Arc<RuleCache>>,
+    /// Recent wall time per evaluation, in microseconds (`u64::MAX`: not measured yet).
+    pub(super) recent_us: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for BundleRule {
@@ -152,6 +174,38 @@ impl BundleRule {
         }
     }
 
+    /// Its result from this host's memory cache, without evaluating or going to Redis:
+    /// cheap enough to call on an async worker. `None` when not cached there.
+    pub fn cached_in_memory(&self, input: &Input, upstream: &[Upstream]) -> Option<Evaluation> {
+        self.cached.as_ref()?.l1_hit(&self.rule, input, upstream)
+    }
+
+    /// Recent cost of evaluating it, in microseconds, for choosing where it runs; `None`
+    /// until it has run, or when it may wait on the network (a Redis L2 lookup).
+    pub(super) fn inline_cost_us(&self) -> Option<u64> {
+        if self.cached.as_ref().is_some_and(|c| c.has_l2()) {
+            return None;
+        }
+        let us = self.recent_us.load(std::sync::atomic::Ordering::Relaxed);
+        (us != u64::MAX).then_some(us)
+    }
+
+    /// Notes what an evaluation that ran (not a cache hit) cost.
+    pub(super) fn note_cost(&self, eval: &Evaluation) {
+        if eval.cached {
+            return;
+        }
+        let wall = eval.metering.wall_us;
+        let old = self.recent_us.load(std::sync::atomic::Ordering::Relaxed);
+        let new = if old == u64::MAX {
+            wall
+        } else {
+            wall.max((old.saturating_mul(7) + wall) / 8)
+        };
+        self.recent_us
+            .store(new, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Whether its results are cached.
     pub fn is_cached(&self) -> bool {
         self.cached.is_some()
@@ -166,6 +220,7 @@ pub struct Bundle {
     pub(super) rules: Vec<Arc<BundleRule>>,
     pub(super) layers: Vec<Vec<usize>>,
     pub(super) concurrency: usize,
+    pub(super) inline_below_us: u64,
     pub(super) digest: String,
     pub(super) signed_by: Option<TrustedKey>,
     pub(super) source: BundleSource,

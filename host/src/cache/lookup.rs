@@ -101,15 +101,8 @@ impl RuleCache {
         }
         let start = Instant::now();
         let (key, shared) = self.key(&cache, rule, input, upstream);
-        let now = Instant::now();
-        if let Some(entry) = cache.l1.get(&key) {
-            if entry.expires > now {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                let eval = served(rule, &entry.stored, start);
-                self.observe(&cache, true, start.elapsed(), None, None);
-                return eval;
-            }
-            cache.l1.remove(&key);
+        if let Some(eval) = self.l1_get(&cache, rule, &key, start) {
+            return eval;
         }
         let lookup = start.elapsed();
         let l2 = cache
@@ -160,6 +153,42 @@ impl RuleCache {
         }
         self.observe(&cache, false, lookup, l2_cost, Some(eval_cost));
         eval
+    }
+
+    /// Whether a lookup may go to the shared L2 (a network call).
+    pub fn has_l2(&self) -> bool {
+        self.use_l2.load(Ordering::Relaxed) && self.cache.upgrade().is_some_and(|c| c.l2.is_some())
+    }
+
+    /// A hit in this host's memory (L1), served on the calling thread; `None` on a miss, an
+    /// expired entry, or while the adaptive strategy has caching off. Never touches L2 (a
+    /// network call) or the rule: [`RuleCache::evaluate`] does that.
+    pub fn l1_hit(&self, rule: &Rule, input: &Input, upstream: &[Upstream]) -> Option<Evaluation> {
+        let cache = self.cache.upgrade()?;
+        if !self.use_l1.load(Ordering::Relaxed) {
+            return None;
+        }
+        let start = Instant::now();
+        let (key, _) = self.key(&cache, rule, input, upstream);
+        self.l1_get(&cache, rule, &key, start)
+    }
+
+    fn l1_get(
+        &self,
+        cache: &ResultCache,
+        rule: &Rule,
+        key: &L1Key,
+        start: Instant,
+    ) -> Option<Evaluation> {
+        let entry = cache.l1.get(key)?;
+        if entry.expires <= Instant::now() {
+            cache.l1.remove(key);
+            return None;
+        }
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        let eval = served(rule, &entry.stored, start);
+        self.observe(cache, true, start.elapsed(), None, None);
+        Some(eval)
     }
 
     fn store_l1(&self, cache: &ResultCache, key: L1Key, stored: Stored, size: usize) {
