@@ -374,13 +374,23 @@ struct EvaluateRequest<'a> {
     revision: Option<String>,
 }
 
-/// Evaluates and returns the result the CLI prints, plus `decision_id` and `request_id`.
-async fn decide(
+/// A decision as the API returns it: the result the CLI prints, plus `decision_id` and
+/// the echoed `request_id`. Serialized straight to the response, with no JSON tree between.
+#[derive(serde::Serialize)]
+struct Decided<'a> {
+    #[serde(flatten)]
+    result: rulebox::BundleResult,
+    decision_id: String,
+    request_id: Option<&'a str>,
+}
+
+/// Evaluates `input` on `bundle` and logs the decision.
+async fn decide<'a>(
     state: &AppState,
     bundle: &Bundle,
     input: &Input,
-    request_id: Option<&str>,
-) -> Result<Value, ApiError> {
+    request_id: Option<&'a str>,
+) -> Result<Decided<'a>, ApiError> {
     let result = bundle.evaluate(input).await.inspect_err(|_| {
         let rejected = &state.inner.rejected;
         rejected.overloaded.fetch_add(1, Ordering::Relaxed);
@@ -395,11 +405,11 @@ async fn decide(
         wall_us = result.wall_us,
         "decision"
     );
-    let mut out =
-        serde_json::to_value(&result).map_err(|e| ApiError::new("internal", e.to_string()))?;
-    out["decision_id"] = decision_id.into();
-    out["request_id"] = request_id.into();
-    Ok(out)
+    Ok(Decided {
+        result,
+        decision_id,
+        request_id,
+    })
 }
 
 async fn evaluate(
@@ -408,15 +418,14 @@ async fn evaluate(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.check(Action::Evaluate, Some(&name))?;
     let bytes = json_body(&state, &headers, body).await?;
     let request: EvaluateRequest = serde_json::from_slice(&bytes).map_err(invalid_json)?;
     let input = input_of(request.input)?;
     let bundle = bundle_of(&state, &name, request.revision.as_deref())?;
-    Ok(Json(
-        decide(&state, &bundle, &input, request.request_id.as_deref()).await?,
-    ))
+    let decided = decide(&state, &bundle, &input, request.request_id.as_deref()).await?;
+    Ok(Json(decided).into_response())
 }
 
 #[derive(Deserialize)]
@@ -464,7 +473,8 @@ async fn evaluate_batch(
                 input = Input::from_value(Value::Object(merged))
                     .map_err(|e| ApiError::new("invalid-input", e.to_string()))?;
             }
-            decide(&state, &bundle, &input, None).await
+            let decided = decide(&state, &bundle, &input, None).await?;
+            serde_json::to_value(decided).map_err(|e| ApiError::new("internal", e.to_string()))
         };
         results.push(match item.await {
             Ok(mut v) => {

@@ -608,3 +608,39 @@ fn cheap_rules_run_inline_and_costly_ones_on_the_pool() {
         blocker.await.unwrap();
     });
 }
+
+/// Rules evaluated on the calling task still reach WASI (the sanctions rule reads its list
+/// through a grant, which blocks on the ambient runtime): that must work on a multi-thread
+/// runtime (inside `block_in_place`) and on a current-thread one (where nothing runs
+/// inline), never panic.
+#[test]
+fn inline_rules_that_read_granted_files_work_on_either_runtime_flavor() {
+    let options = LoadOptions {
+        inline_below_us: 10_000_000,
+        ..Default::default()
+    };
+    let bundle = Bundle::load(
+        engine(),
+        &rulebox_tests::example_bundle("payments"),
+        &options,
+    )
+    .unwrap();
+    let doc = input(json!({
+        "order": {"amount": 20, "currency": "EUR"},
+        "customer": {"country": "DE", "age_days": 900, "verified": true},
+        "payment": {"beneficiary_country": "KP"}
+    }));
+    let multi = rulebox_tests::rt();
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for rt in [&multi, &current] {
+        for _ in 0..3 {
+            // The first round measures the rules (on the pool); the next run them inline.
+            let result = rt.block_on(bundle.evaluate(&doc)).unwrap();
+            assert!(result.errors().is_empty(), "{:?}", result.errors());
+            assert_eq!(result.verdict.as_str(), "deny", "KP is sanctioned");
+        }
+    }
+}

@@ -39,7 +39,14 @@ impl Bundle {
             }
             // Cheap rules run here too: below the budget, the hand-off would cost more than
             // the rules. Unmeasured rules, and any that may wait on Redis, go to the pool.
-            let inline = self.inline_below_us > 0
+            //
+            // Inline means inside `block_in_place`: a rule's WASI calls (a file read through
+            // a grant, a print) block on the ambient runtime, which tokio allows only there,
+            // and only on a multi-thread runtime.
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            let inline = multi_thread
+                && self.inline_below_us > 0
                 && pending
                     .iter()
                     .try_fold(0u64, |sum, (_, rule, _)| {
@@ -47,11 +54,13 @@ impl Bundle {
                     })
                     .is_some_and(|total| total < self.inline_below_us);
             if inline {
-                for (i, rule, upstream) in pending {
-                    let eval = rule.evaluate(input, &upstream);
-                    rule.note_cost(&eval);
-                    evals[i] = Some(eval);
-                }
+                tokio::task::block_in_place(|| {
+                    for (i, rule, upstream) in pending {
+                        let eval = rule.evaluate(input, &upstream);
+                        rule.note_cost(&eval);
+                        evals[i] = Some(eval);
+                    }
+                });
                 self.check_overload(layer, &evals)?;
                 continue;
             }

@@ -104,9 +104,9 @@ pub struct LoadOptions {
     pub cache: Option<Arc<ResultCache>>,
     /// [`Bundle::evaluate`] runs a dependency layer on the calling thread, instead of
     /// handing it to tokio's blocking pool, when its rules' recent cost adds up to less than
-    /// this many microseconds (a hand-off costs tens of microseconds on a busy 2-core host).
-    /// A rule's recent cost is the larger of its last evaluation and a moving average, so
-    /// one slow evaluation sends it back to the pool at once. 0: always the pool. Default 100.
+    /// this many microseconds of CPU (a hand-off costs tens of microseconds on a busy 2-core
+    /// host). A rule's recent cost is the larger of its last evaluation's CPU time and a
+    /// moving average, so one slow evaluation sends it back to the pool at once. 0: always the pool. Default 100.
     pub inline_below_us: u64,
 }
 
@@ -149,7 +149,7 @@ pub struct BundleRule {
     pub tests: Vec<TestCase>,
     /// Its result-cache state, when it is cached.
     pub(super) cached: Option<Arc<RuleCache>>,
-    /// Recent wall time per evaluation, in microseconds (`u64::MAX`: not measured yet).
+    /// Recent CPU time per evaluation, in microseconds (`u64::MAX`: not measured yet).
     pub(super) recent_us: std::sync::atomic::AtomicU64,
 }
 
@@ -195,12 +195,14 @@ impl BundleRule {
         if eval.cached {
             return;
         }
-        let wall = eval.metering.wall_us;
+        // CPU time, what the rule itself cost: wall time also counts the host being busy
+        // (a loaded 2-core server preempts evaluations), which says nothing of the rule.
+        let cost = eval.metering.cpu_us.max(1);
         let old = self.recent_us.load(std::sync::atomic::Ordering::Relaxed);
         let new = if old == u64::MAX {
-            wall
+            cost
         } else {
-            wall.max((old.saturating_mul(7) + wall) / 8)
+            cost.max((old.saturating_mul(7) + cost) / 8)
         };
         self.recent_us
             .store(new, std::sync::atomic::Ordering::Relaxed);
