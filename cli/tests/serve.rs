@@ -186,6 +186,22 @@ redis_url = "{redis}"
         .unwrap()
         .to_owned();
     assert_eq!(source(&b, "pay")["source"]["etag"], etag.as_str());
+    let (_, listed) = a.http(
+        "GET",
+        "/v1/bundles",
+        &[("Authorization", &format!("Bearer {VIEWER}"))],
+        b"",
+    );
+    let listed = &listed["bundles"][0];
+    assert_eq!(
+        (
+            &listed["name"],
+            &listed["source"]["kind"],
+            &listed["source"]["etag"]
+        ),
+        (&json!("pay"), &json!("url"), &json!(etag)),
+        "{listed}"
+    );
 
     // A broken revision (its golden case fails): both keep serving gen-2 and say why; each
     // downloads it once, then sends its ETag along and gets 304s.

@@ -531,7 +531,13 @@ async fn list_bundles(
         .status()
         .into_iter()
         .filter(|s| caller.sees(&s.name))
-        .map(|s| serde_json::to_value(s).unwrap_or_default())
+        .map(|s| {
+            let mut out = serde_json::to_value(&s).unwrap_or_default();
+            if let Ok(bundle) = state.inner.registry.get(&s.name) {
+                out["source"] = source_json(&state, &s.name, &bundle);
+            }
+            out
+        })
         .collect();
     Ok(Json(json!({ "bundles": bundles })))
 }

@@ -348,6 +348,9 @@ fn upload_rollback_delete() {
     let (s, v) = put("scoped-op", "up", archive("up", "1", "allow"), gz);
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["revision"], "1");
+    assert_eq!(v["source"]["kind"], "upload", "{v}");
+    let (_, listed, _) = api.call("GET", "/v1/bundles", Some("viewer"), Body::empty(), None);
+    assert_eq!(listed["bundles"][0]["source"]["kind"], "upload", "{listed}");
     assert_eq!(
         put("operator", "up", archive("up", "2", "allow"), gz).0,
         StatusCode::CREATED
