@@ -88,7 +88,7 @@ impl BundleError {
 pub type LoadProgress = Arc<dyn Fn(usize, usize, &str) + Send + Sync>;
 
 /// How bundles are checked when loaded, and how they evaluate.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct LoadOptions {
     /// Keys whose signatures are accepted. When any is given, every bundle must carry a
     /// valid signature by one of them.
@@ -113,19 +113,6 @@ pub struct LoadOptions {
     /// slower (`block_in_place` hands the worker's other tasks to another thread), so it is
     /// for embedders whose callers do little else; measure yours.
     pub inline_below_us: u64,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        LoadOptions {
-            trusted_keys: Vec::new(),
-            require_signature: false,
-            source_limits: SourceLimits::default(),
-            progress: None,
-            cache: None,
-            inline_below_us: 0,
-        }
-    }
 }
 
 impl std::fmt::Debug for LoadOptions {
