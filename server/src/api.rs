@@ -64,6 +64,7 @@ struct Inner {
     instance: String,
     /// The bundles polled from URLs.
     poller: Arc<crate::poll::Poller>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -96,22 +97,42 @@ impl AppState {
             &config.bundles.urls,
             config.bundles.state_dir.as_deref(),
         ));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut id = [0u8; 4];
         getrandom::fill(&mut id).map_err(|e| e.to_string())?;
         let state = AppState {
             inner: Arc::new(Inner {
                 live: arc_swap::ArcSwap::from_pointee(Live::new(config, &engine)?),
-                rejected: Rejected::default(),
+                rejected: metrics.rejected(),
                 registry,
                 cache,
                 decisions: AtomicU64::new(0),
                 instance: hex::encode(id),
                 poller,
+                metrics,
             }),
         };
         // Evict idle rate-limit keys every minute, while the state lives (when there is a
         // runtime to do it on: there always is under `serve`).
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // Bundle activations and failed loads, as the registry reports them.
+            let mut events = state.inner.registry.subscribe();
+            let metrics = Arc::downgrade(&state.inner.metrics);
+            runtime.spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    match events.recv().await {
+                        Ok(event) => match metrics.upgrade() {
+                            Some(m) => m.registry_event(&event),
+                            None => break,
+                        },
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::warn!("metrics missed {n} registry events");
+                        }
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+            });
             let weak = Arc::downgrade(&state.inner);
             runtime.spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -215,11 +236,63 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new("not-found", "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         // Bodies are read (and bounded) by the handlers themselves, so that an oversized
         // one gets the API's JSON error.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// Counts every request by route template (never the raw path), method and status.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let start = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    state.inner.metrics.http(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        start.elapsed(),
+    );
+    response
+}
+
+/// `GET /metrics`: OpenMetrics when the scraper asks for it (Prometheus does), else the
+/// classic text format. Unauthenticated, like `/healthz`: it carries counts and costs, never
+/// inputs, ids or credentials; bind the server to a private network.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let m = &state.inner.metrics;
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            m.render_openmetrics(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            m.render_text(),
+        )
+            .into_response()
+    }
 }
 
 /// Admission: at most `limits.max_concurrent_requests` at once, the rest answered 503 at
@@ -228,7 +301,7 @@ async fn admit(State(state): State<AppState>, request: Request, next: Next) -> R
     let rejected = &state.inner.rejected;
     let live = state.live();
     let Ok(_permit) = live.admission.clone().try_acquire_owned() else {
-        rejected.overloaded.fetch_add(1, Ordering::Relaxed);
+        rejected.overloaded.inc();
         return ApiError::new("overloaded", "too many requests in flight; retry shortly")
             .into_response();
     };
@@ -236,7 +309,7 @@ async fn admit(State(state): State<AppState>, request: Request, next: Next) -> R
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            rejected.timed_out.fetch_add(1, Ordering::Relaxed);
+            rejected.timed_out.inc();
             ApiError::new(
                 "timeout",
                 format!("the request took longer than {} ms", timeout.as_millis()),
@@ -393,8 +466,9 @@ async fn decide<'a>(
 ) -> Result<Decided<'a>, ApiError> {
     let result = bundle.evaluate(input).await.inspect_err(|_| {
         let rejected = &state.inner.rejected;
-        rejected.overloaded.fetch_add(1, Ordering::Relaxed);
+        rejected.overloaded.inc();
     })?;
+    state.inner.metrics.decision(&result);
     let decision_id = state.decision_id();
     tracing::info!(
         decision_id = %decision_id,

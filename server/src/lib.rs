@@ -11,6 +11,7 @@
 //! - `auth`: static tokens (SHA-256 hashes) and JWTs, roles, bundle scopes.
 //! - `api`: the handlers.
 //! - `limits`: per-credential rate limits (token buckets) and the rejection counters.
+//! - `metrics`: the Prometheus metrics (`GET /metrics`).
 //! - `poll`: bundles polled from URLs with ETags, the last good archive kept on disk.
 //! - `error`: [`ApiError`], the one place a kind becomes a status code.
 
@@ -21,6 +22,7 @@ mod auth;
 mod config;
 mod error;
 mod limits;
+mod metrics;
 mod poll;
 
 pub use api::{AppState, router};

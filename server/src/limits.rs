@@ -7,9 +7,9 @@ use crate::config::{Rate, RateLimitsConfig, Role};
 use crate::error::ApiError;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The limiters, one per role.
 pub struct RateLimits {
@@ -20,15 +20,14 @@ pub struct RateLimits {
     clock: DefaultClock,
 }
 
-/// Requests turned away, by reason.
-#[derive(Default)]
+/// Requests turned away, by reason: the `rulebox_rejected_requests_total{reason}` counters.
 pub struct Rejected {
     /// Over a credential's rate limit (429).
-    pub rate_limited: AtomicU64,
+    pub rate_limited: Counter,
     /// Beyond the concurrent-request limit, or the engine could not run them (503).
-    pub overloaded: AtomicU64,
+    pub overloaded: Counter,
     /// Past the request timeout (503).
-    pub timed_out: AtomicU64,
+    pub timed_out: Counter,
 }
 
 /// The counters, as `GET /v1/server/stats` shows them.
@@ -72,7 +71,7 @@ impl RateLimits {
             Role::Admin => &self.admin,
         };
         limiter.check_key(&caller.rate_key).map_err(|not_until| {
-            rejected.rate_limited.fetch_add(1, Ordering::Relaxed);
+            rejected.rate_limited.inc();
             let wait = not_until.wait_time_from(self.clock.now());
             let mut e = ApiError::new(
                 "rate-limited",
@@ -98,9 +97,9 @@ impl RateLimits {
     /// The counters.
     pub fn stats(&self, r: &Rejected) -> RejectedStats {
         RejectedStats {
-            rate_limited: r.rate_limited.load(Ordering::Relaxed),
-            overloaded: r.overloaded.load(Ordering::Relaxed),
-            timed_out: r.timed_out.load(Ordering::Relaxed),
+            rate_limited: r.rate_limited.get(),
+            overloaded: r.overloaded.get(),
+            timed_out: r.timed_out.get(),
             rate_limiter_keys: self.limiters().iter().map(|l| l.len()).sum(),
         }
     }

@@ -1055,3 +1055,138 @@ fn jwt_keys_are_checked_when_the_server_starts() {
         assert!(err.contains(says), "{err}");
     }
 }
+
+/// `GET /metrics` after real traffic: the counts match what was done, labels are route
+/// templates (never raw paths or ids), and Prometheus's own `promtool check metrics` accepts
+/// the scrape.
+#[test]
+fn metrics_count_what_happened_and_pass_promtool() {
+    let mut c = config();
+    c.rate_limits.viewer = rulebox_server::Rate {
+        per_second: 1,
+        burst: 1,
+    };
+    let api = Api::new(c);
+    api.rt
+        .block_on(api.state.registry().load(&example_bundle("payments")))
+        .unwrap();
+    for _ in 0..3 {
+        let (s, v) = api.json(
+            "POST",
+            "/v1/bundles/payments/evaluate",
+            Some("evaluator"),
+            json!({"input": order(), "request_id": "secret-request-id"}),
+        );
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (s, _) = api.json(
+        "POST",
+        "/v1/bundles/nope/evaluate",
+        Some("evaluator"),
+        json!({"input": order()}),
+    );
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The viewer's bucket holds one request: the second is rate-limited.
+    let statuses: Vec<StatusCode> = (0..2)
+        .map(|_| {
+            api.call("GET", "/v1/bundles", Some("viewer"), Body::empty(), None)
+                .0
+        })
+        .collect();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
+    // A failed load, counted by step.
+    let (s, _, _) = api.call(
+        "PUT",
+        "/v1/bundles/up",
+        Some("operator"),
+        Body::from(archive("up", "1", "deny")),
+        Some("application/gzip"),
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // Registry events reach the metrics through a channel: wait for them.
+    let mut text = String::new();
+    for _ in 0..100 {
+        let (s, body) = api.rt.block_on(async {
+            let req = Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .unwrap();
+            let resp = router(api.state.clone()).oneshot(req).await.unwrap();
+            let s = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (s, String::from_utf8(bytes.to_vec()).unwrap())
+        });
+        assert_eq!(s, StatusCode::OK);
+        text = body;
+        if text.contains("rulebox_bundle_failed_loads_total{bundle=\"up\",step=\"test\"} 1") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let has = |line: &str| assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    has("rulebox_decisions_total{bundle=\"payments\",verdict=\"allow\"} 3");
+    has(
+        "rulebox_http_requests_total{route=\"/v1/bundles/{name}/evaluate\",method=\"POST\",code=\"200\"} 3",
+    );
+    has(
+        "rulebox_http_requests_total{route=\"/v1/bundles/{name}/evaluate\",method=\"POST\",code=\"404\"} 1",
+    );
+    has("rulebox_http_requests_total{route=\"/v1/bundles\",method=\"GET\",code=\"429\"} 1");
+    has("rulebox_rejected_requests_total{reason=\"rate-limited\"} 1");
+    has("rulebox_bundle_activations_total{bundle=\"payments\"} 1");
+    has("rulebox_bundle_failed_loads_total{bundle=\"up\",step=\"test\"} 1");
+    // The risk rule ran once, then came from the cache; the sanctions rule (a grant, so
+    // not cached) ran every time.
+    has(
+        "rulebox_rule_evaluations_total{bundle=\"payments\",rule=\"risk\",verdict=\"allow\",error_kind=\"\",cached=\"false\"} 1",
+    );
+    has(
+        "rulebox_rule_evaluations_total{bundle=\"payments\",rule=\"risk\",verdict=\"allow\",error_kind=\"\",cached=\"true\"} 2",
+    );
+    has("rulebox_rule_duration_seconds_count{bundle=\"payments\",rule=\"sanctions\"} 3");
+    assert!(text.contains("rulebox_build_info{version=\""), "{text}");
+    // Never ids or raw paths in labels.
+    for secret in [
+        "secret-request-id",
+        "/v1/bundles/nope",
+        "/v1/bundles/payments",
+    ] {
+        assert!(!text.contains(secret), "`{secret}` leaked into:\n{text}");
+    }
+    // What Prometheus asks for, it gets: OpenMetrics.
+    let (ct, om) = api.rt.block_on(async {
+        let req = Request::builder()
+            .uri("/metrics")
+            .header(
+                header::ACCEPT,
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+            )
+            .body(Body::empty())
+            .unwrap();
+        let resp = router(api.state.clone()).oneshot(req).await.unwrap();
+        let ct = resp.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (ct, String::from_utf8(bytes.to_vec()).unwrap())
+    });
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    assert!(om.ends_with("# EOF\n") && om.contains("# TYPE rulebox_decisions counter"));
+    // Prometheus's linter, on this very scrape.
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run promtool ({e}): apt-get install prometheus"));
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

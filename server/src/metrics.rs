@@ -1,0 +1,368 @@
+//! Prometheus metrics (`GET /metrics`, text format): HTTP requests by route, decisions and
+//! per-rule evaluations with their cost, requests turned away, bundle activations and failed
+//! loads, build info. Labels are bounded: route templates (never raw paths), bundle and rule
+//! names of loaded bundles (rules capped per bundle), verdicts and error kinds; never ids or
+//! input values.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use rulebox::{BundleResult, RegistryEvent};
+use std::time::Duration;
+
+/// More rules than this in one bundle share the rule label `_other`.
+const MAX_RULE_LABELS: usize = 64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    method: String,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    bundle: String,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleOutcome {
+    bundle: String,
+    rule: String,
+    /// A verdict, or `error`.
+    verdict: String,
+    /// The error kind, or empty.
+    error_kind: String,
+    cached: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    bundle: String,
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BundleLabels {
+    bundle: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailedLoadLabels {
+    bundle: String,
+    step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: Family<RouteLabels, Histogram>,
+    decisions: Family<DecisionLabels, Counter>,
+    decision_duration: Family<BundleLabels, Histogram>,
+    rule_evaluations: Family<RuleOutcome, Counter>,
+    rule_duration: Family<RuleLabels, Histogram>,
+    rule_fuel: Family<RuleLabels, Histogram>,
+    rule_memory: Family<RuleLabels, Histogram>,
+    rejected: Family<ReasonLabels, Counter>,
+    activations: Family<BundleLabels, Counter>,
+    last_activation: Family<BundleLabels, Gauge>,
+    failed_loads: Family<FailedLoadLabels, Counter>,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 5 µs to ~42 s, doubling: resolves microsecond rules and slow requests alike.
+    Histogram::new(exponential_buckets(5e-6, 2.0, 24))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set, registered under the `rulebox_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("rulebox");
+        let m = Metrics {
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(seconds_histogram),
+            decisions: Family::default(),
+            decision_duration: Family::new_with_constructor(seconds_histogram),
+            rule_evaluations: Family::default(),
+            rule_duration: Family::new_with_constructor(seconds_histogram),
+            rule_fuel: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1_000.0, 4.0, 14))
+            }),
+            rule_memory: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(65_536.0, 2.0, 14))
+            }),
+            rejected: Family::default(),
+            activations: Family::default(),
+            last_activation: Family::default(),
+            failed_loads: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status code",
+            m.http_requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer an HTTP request, by route template",
+            Unit::Seconds,
+            m.http_duration.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Bundle decisions, by bundle and final verdict",
+            m.decisions.clone(),
+        );
+        registry.register_with_unit(
+            "decision_duration",
+            "Wall time of a bundle evaluation, by bundle",
+            Unit::Seconds,
+            m.decision_duration.clone(),
+        );
+        registry.register(
+            "rule_evaluations",
+            "Rule evaluations within decisions, by bundle, rule, verdict (or `error`), error kind and whether served from the cache",
+            m.rule_evaluations.clone(),
+        );
+        registry.register_with_unit(
+            "rule_duration",
+            "Wall time of rule evaluations that ran (not cache hits), by bundle and rule",
+            Unit::Seconds,
+            m.rule_duration.clone(),
+        );
+        registry.register(
+            "rule_fuel",
+            "Fuel burnt by rule evaluations that ran, by bundle and rule",
+            m.rule_fuel.clone(),
+        );
+        registry.register_with_unit(
+            "rule_memory_peak",
+            "Peak linear memory of rule evaluations that ran, by bundle and rule",
+            Unit::Bytes,
+            m.rule_memory.clone(),
+        );
+        registry.register(
+            "rejected_requests",
+            "Requests turned away, by reason (rate-limited, overloaded, timed-out)",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "bundle_activations",
+            "Bundle revisions activated (loads and rollbacks), by bundle",
+            m.activations.clone(),
+        );
+        registry.register_with_unit(
+            "bundle_last_activation_timestamp",
+            "When the bundle's active revision was activated, Unix time",
+            Unit::Seconds,
+            m.last_activation.clone(),
+        );
+        registry.register(
+            "bundle_failed_loads",
+            "Bundle loads refused, by bundle and the step that failed",
+            m.failed_loads.clone(),
+        );
+        // A gauge at 1 with the version as a label (the classic `_info` convention; the
+        // OpenMetrics `info` type is not read by Prometheus's text-format tools).
+        let build: Family<VersionLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register("build_info", "The rulebox server build", build);
+        Metrics { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render_openmetrics(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The classic Prometheus text format (0.0.4), for scrapers and tools that do not ask
+    /// for OpenMetrics (`promtool check metrics`, older agents).
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render_openmetrics())
+    }
+
+    /// Counts an answered HTTP request.
+    pub fn http(&self, route: &str, method: &str, code: u16, took: Duration) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                code,
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The counters of requests turned away, registered here.
+    pub fn rejected(&self) -> crate::limits::Rejected {
+        let counter = |reason: &str| {
+            self.rejected
+                .get_or_create(&ReasonLabels {
+                    reason: reason.to_owned(),
+                })
+                .clone()
+        };
+        crate::limits::Rejected {
+            rate_limited: counter("rate-limited"),
+            overloaded: counter("overloaded"),
+            timed_out: counter("timed-out"),
+        }
+    }
+
+    /// Counts a decision and each of its rule evaluations, with their cost.
+    pub fn decision(&self, result: &BundleResult) {
+        let bundle = &result.bundle;
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                bundle: bundle.clone(),
+                verdict: result.verdict.as_str().to_owned(),
+            })
+            .inc();
+        self.decision_duration
+            .get_or_create(&BundleLabels {
+                bundle: bundle.clone(),
+            })
+            .observe(result.wall_us as f64 / 1e6);
+        for (i, eval) in result.rules.iter().enumerate() {
+            let rule = if i < MAX_RULE_LABELS {
+                eval.rule.to_string()
+            } else {
+                "_other".to_owned()
+            };
+            let (verdict, error_kind) = match &eval.result {
+                Ok(d) => (d.verdict.as_str(), ""),
+                Err(e) => ("error", e.kind().as_str()),
+            };
+            self.rule_evaluations
+                .get_or_create(&RuleOutcome {
+                    bundle: bundle.clone(),
+                    rule: rule.clone(),
+                    verdict: verdict.to_owned(),
+                    error_kind: error_kind.to_owned(),
+                    cached: eval.cached.to_string(),
+                })
+                .inc();
+            if !eval.cached {
+                let labels = RuleLabels {
+                    bundle: bundle.clone(),
+                    rule,
+                };
+                let m = &eval.metering;
+                self.rule_duration
+                    .get_or_create(&labels)
+                    .observe(m.wall_us as f64 / 1e6);
+                self.rule_fuel.get_or_create(&labels).observe(m.fuel as f64);
+                self.rule_memory
+                    .get_or_create(&labels)
+                    .observe(m.memory_peak_bytes as f64);
+            }
+        }
+    }
+
+    /// Follows the registry's events: activations and failed loads.
+    pub fn registry_event(&self, event: &RegistryEvent) {
+        match event {
+            RegistryEvent::Activated { bundle, at_ms, .. }
+            | RegistryEvent::RolledBack { bundle, at_ms, .. } => {
+                let labels = BundleLabels {
+                    bundle: bundle.clone(),
+                };
+                self.activations.get_or_create(&labels).inc();
+                self.last_activation
+                    .get_or_create(&labels)
+                    .set((*at_ms / 1000) as i64);
+            }
+            RegistryEvent::LoadFailed { bundle, failure } => {
+                let step = serde_json::to_value(failure.step)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                self.failed_loads
+                    .get_or_create(&FailedLoadLabels {
+                        bundle: bundle.clone().unwrap_or_else(|| "_unknown".into()),
+                        step,
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// OpenMetrics text to the Prometheus 0.0.4 text format: a counter's `HELP` and `TYPE` name
+/// its `_total` sample; `UNIT` and `EOF` lines go. Everything else is the same in both.
+fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counters_are_renamed_for_the_classic_format() {
+        let om = "# HELP a_x Things.\n# TYPE a_x counter\n# UNIT a_x seconds\na_x_total 3\n# HELP g G.\n# TYPE g gauge\ng 1\n# EOF\n";
+        assert_eq!(
+            super::openmetrics_to_text(om),
+            "# HELP a_x_total Things.\n# TYPE a_x_total counter\na_x_total 3\n# HELP g G.\n# TYPE g gauge\ng 1\n"
+        );
+    }
+}
