@@ -486,3 +486,83 @@ impl Drop for ServeProcess {
         self.kill();
     }
 }
+
+/// A real Prometheus on a free loopback port scraping `targets` every second, with its own
+/// empty storage; stopped on drop.
+pub struct Prometheus {
+    /// `host:port` of its HTTP API.
+    pub addr: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts it and waits until it is ready.
+    pub fn start(targets: &[&str]) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: rulebox\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = std::process::Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start prometheus ({e}): apt-get install prometheus")
+            });
+        let prometheus = Prometheus {
+            addr,
+            child,
+            _dir: dir,
+        };
+        for _ in 0..600 {
+            if std::net::TcpStream::connect(&prometheus.addr).is_ok()
+                && http(&prometheus.addr, "GET", "/-/ready", &[], b"").0 == 200
+            {
+                return prometheus;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("prometheus on {} did not get ready", prometheus.addr);
+    }
+
+    /// An instant PromQL query; the JSON answer.
+    pub fn query(&self, promql: &str) -> serde_json::Value {
+        let mut encoded = String::new();
+        for b in promql.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                encoded.push(b as char);
+            } else {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+        let (_, body) = http(
+            &self.addr,
+            "GET",
+            &format!("/api/v1/query?query={encoded}"),
+            &[],
+            b"",
+        );
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -425,3 +425,48 @@ max_concurrent_requests = 256
     assert_eq!((field("min_gen"), field("max_gen")), (1, 25), "{result}");
     assert_eq!(markers(&server, "swap"), ["gen-25", "gen-25"]);
 }
+
+/// A real Prometheus, started with a generated config, scrapes a running server; a PromQL
+/// query through its HTTP API returns the evaluation count this test produced.
+#[test]
+fn prometheus_scrapes_the_decisions_this_test_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundles = dir.path().join("bundles");
+    std::fs::create_dir_all(&bundles).unwrap();
+    std::fs::write(bundles.join("pay.tar.gz"), archive("pay", "gen-1", "allow")).unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("[bundles]\ndir = \"{}\"\n", bundles.display()),
+    );
+    let server = ServeProcess::start(BIN, &config, &dir.path().join("serve.log"));
+    server.wait_for(60, "the bundle loaded", |s| {
+        markers(s, "pay") == ["gen-1", "gen-1"]
+    });
+    let prometheus = rulebox_tests::Prometheus::start(&[&server.addr]);
+    // One evaluation above, 24 more now: 25 decisions, all allowed.
+    for _ in 0..24 {
+        assert_eq!(markers(&server, "pay"), ["gen-1", "gen-1"]);
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = Value::Null;
+    while std::time::Instant::now() < until {
+        last = prometheus.query("sum(rulebox_decisions_total{bundle=\"pay\",verdict=\"allow\"})");
+        if last["data"]["result"][0]["value"][1] == "25" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(last["data"]["result"][0]["value"][1], "25", "{last}");
+    // The scrape itself is healthy, and histograms arrive as histograms.
+    let up = prometheus.query("up{job=\"rulebox\"}");
+    assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
+    let p99 = prometheus.query(
+        "histogram_quantile(0.99, sum by (le) (rulebox_rule_duration_seconds_bucket{bundle=\"pay\"}))",
+    );
+    let seconds: f64 = p99["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap_or_else(|| panic!("{p99}"))
+        .parse()
+        .unwrap();
+    assert!(seconds > 0.0 && seconds < 1.0, "{p99}");
+}
