@@ -470,3 +470,122 @@ fn prometheus_scrapes_the_decisions_this_test_made() {
         .unwrap();
     assert!(seconds > 0.0 && seconds < 1.0, "{p99}");
 }
+
+/// One evaluation request that may fail (the server may be killed under it): the decision
+/// id when it was acknowledged with 200.
+fn try_decide(addr: &str, request_id: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let body =
+        format!(r#"{{"input": {{"order": {{"amount": 5}}}}, "request_id": "{request_id}"}}"#);
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    let head = format!(
+        "POST /v1/bundles/pay/evaluate HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    if !out.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let json: Value = serde_json::from_str(out.split_once("\r\n\r\n")?.1).ok()?;
+    json["decision_id"].as_str().map(str::to_owned)
+}
+
+/// Sync mode: every decision the server acknowledged is in the SQLite file, even when the
+/// server is killed with SIGKILL in the middle of the load.
+#[test]
+fn sync_decision_log_loses_no_acknowledged_decision_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundles = dir.path().join("bundles");
+    std::fs::create_dir_all(&bundles).unwrap();
+    std::fs::write(bundles.join("pay.tar.gz"), archive("pay", "gen-1", "allow")).unwrap();
+    let db = dir.path().join("decisions.sqlite");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[bundles]\ndir = \"{}\"\n[decision_log]\npath = \"{}\"\nmode = \"sync\"\n[rate_limits]\nevaluator = {{ per_second = 1000000, burst = 1000000 }}\n",
+            bundles.display(),
+            db.display()
+        ),
+    );
+    let mut server = ServeProcess::start(BIN, &config, &dir.path().join("serve.log"));
+    server.wait_for(60, "the bundle loaded", |s| {
+        markers(s, "pay") == ["gen-1", "gen-1"]
+    });
+    // Committed before the response: the row is readable the moment the answer arrives.
+    let reader = rusqlite::Connection::open(&db).unwrap();
+    for i in 0..200 {
+        let id = try_decide(&server.addr, &format!("seq-{i}")).expect("acknowledged");
+        let found: i64 = reader
+            .query_row("SELECT count(*) FROM decisions WHERE id = ?", [&id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(found, 1, "decision {id} answered before it was committed");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (addr, stop) = (server.addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut failures = 0;
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) && failures > 0 {
+                        break;
+                    }
+                    match try_decide(&addr, &format!("w{w}-{i}")) {
+                        Some(id) => acked.push(id),
+                        None => failures += 1,
+                    }
+                    if failures > 50 {
+                        break;
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    server.kill();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(
+        acked.len() > 20,
+        "too little load to prove anything: {}",
+        acked.len()
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM decisions", [], |r| r.get(0))
+        .unwrap();
+    let mut missing = Vec::new();
+    for id in &acked {
+        let found: i64 = conn
+            .query_row("SELECT count(*) FROM decisions WHERE id = ?", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if found != 1 {
+            missing.push(id.clone());
+        }
+    }
+    eprintln!("{} acknowledged, {rows} rows after kill -9", acked.len());
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not logged: {missing:?}"
+    );
+    // The first request (`markers`) was logged too.
+    assert!(
+        rows as usize > acked.len(),
+        "{rows} rows, {} acknowledged",
+        acked.len()
+    );
+}

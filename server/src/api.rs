@@ -65,6 +65,8 @@ struct Inner {
     /// The bundles polled from URLs.
     poller: Arc<crate::poll::Poller>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The audit trail, when configured.
+    decision_log: Option<crate::decisions::DecisionLog>,
 }
 
 impl AppState {
@@ -98,6 +100,7 @@ impl AppState {
             config.bundles.state_dir.as_deref(),
         ));
         let metrics = Arc::new(crate::metrics::Metrics::new());
+        let decision_log = crate::decisions::DecisionLog::open(&config.decision_log)?;
         let mut id = [0u8; 4];
         getrandom::fill(&mut id).map_err(|e| e.to_string())?;
         let state = AppState {
@@ -110,6 +113,7 @@ impl AppState {
                 instance: hex::encode(id),
                 poller,
                 metrics,
+                decision_log,
             }),
         };
         // Evict idle rate-limit keys every minute, while the state lives (when there is a
@@ -193,6 +197,7 @@ impl AppState {
         for (key, same) in [
             ("listen", new.listen == old.config.listen),
             ("cache", new.cache == old.config.cache),
+            ("decision_log", new.decision_log == old.config.decision_log),
             ("bundles", bundles(&new) == bundles(&old.config)),
         ] {
             if !same {
@@ -230,6 +235,8 @@ pub fn router(state: AppState) -> Router {
         .route("/cache/stats", get(cache_stats))
         .route("/cache/invalidate", post(cache_invalidate))
         .route("/server/stats", get(server_stats))
+        .route("/decisions", get(list_decisions))
+        .route("/decisions/{id}", get(get_decision))
         .route("/admin/config/reload", post(reload_config))
         .layer(axum::middleware::from_fn_with_state(state.clone(), admit));
     Router::new()
@@ -457,9 +464,11 @@ struct Decided<'a> {
     request_id: Option<&'a str>,
 }
 
-/// Evaluates `input` on `bundle` and logs the decision.
+/// Evaluates `input` on `bundle`, counts the decision and logs it (in sync mode, committed
+/// before this returns).
 async fn decide<'a>(
     state: &AppState,
+    caller: &Principal,
     bundle: &Bundle,
     input: &Input,
     request_id: Option<&'a str>,
@@ -479,6 +488,24 @@ async fn decide<'a>(
         wall_us = result.wall_us,
         "decision"
     );
+    if let Some(log) = &state.inner.decision_log {
+        let logged = log
+            .record(
+                &decision_id,
+                &result,
+                input.value(),
+                request_id,
+                &caller.name,
+            )
+            .await;
+        if let Err(e) = logged {
+            if log.is_sync() {
+                // Host trouble, never an unlogged decision: the caller retries.
+                return Err(ApiError::new("log-unavailable", e.to_string()));
+            }
+            tracing::debug!("decision {decision_id} not logged: {e}");
+        }
+    }
     Ok(Decided {
         result,
         decision_id,
@@ -498,7 +525,14 @@ async fn evaluate(
     let request: EvaluateRequest = serde_json::from_slice(&bytes).map_err(invalid_json)?;
     let input = input_of(request.input)?;
     let bundle = bundle_of(&state, &name, request.revision.as_deref())?;
-    let decided = decide(&state, &bundle, &input, request.request_id.as_deref()).await?;
+    let decided = decide(
+        &state,
+        &caller,
+        &bundle,
+        &input,
+        request.request_id.as_deref(),
+    )
+    .await?;
     Ok(Json(decided).into_response())
 }
 
@@ -547,7 +581,7 @@ async fn evaluate_batch(
                 input = Input::from_value(Value::Object(merged))
                     .map_err(|e| ApiError::new("invalid-input", e.to_string()))?;
             }
-            let decided = decide(&state, &bundle, &input, None).await?;
+            let decided = decide(&state, &caller, &bundle, &input, None).await?;
             serde_json::to_value(decided).map_err(|e| ApiError::new("internal", e.to_string()))
         };
         results.push(match item.await {
@@ -774,7 +808,91 @@ async fn server_stats(
         "requests_in_flight": live.permits - live.admission.available_permits(),
         "max_concurrent_requests": live.permits,
         "engine": engine,
+        "decision_log": state.inner.decision_log.as_ref().map(|l| l.stats()),
     })))
+}
+
+fn decision_log(state: &AppState) -> Result<&crate::decisions::DecisionLog, ApiError> {
+    state.inner.decision_log.as_ref().ok_or_else(|| {
+        ApiError::new(
+            "not-found",
+            "no decision log: set decision_log.path in the configuration",
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionsQuery {
+    bundle: Option<String>,
+    verdict: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    cursor: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/decisions`: newest first, filtered, paged (`next_cursor`).
+async fn list_decisions(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    caller.check(Action::Read, None)?;
+    let q: DecisionsQuery = serde_urlencoded_query(query.as_deref().unwrap_or(""))?;
+    if let Some(b) = &q.bundle {
+        caller.check(Action::Read, Some(b))?;
+    }
+    let filter = crate::decisions::Filter {
+        bundle: q.bundle,
+        verdict: q.verdict,
+        since_ms: q.since_ms,
+        until_ms: q.until_ms,
+        cursor: q.cursor,
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+        scope: caller.scope().map(<[String]>::to_vec),
+    };
+    let state2 = state.clone();
+    let (decisions, next) = tokio::task::spawn_blocking(move || {
+        decision_log(&state2)?
+            .query(&filter)
+            .map_err(|e| ApiError::new("log-unavailable", e))
+    })
+    .await
+    .map_err(|e| ApiError::new("internal", e.to_string()))??;
+    Ok(Json(json!({ "decisions": decisions, "next_cursor": next })))
+}
+
+/// `GET /v1/decisions/{id}`: 404 when unknown or outside the caller's scope.
+async fn get_decision(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.check(Action::Read, None)?;
+    let state2 = state.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        decision_log(&state2)?
+            .get(&id)
+            .map_err(|e| ApiError::new("log-unavailable", e))
+    })
+    .await
+    .map_err(|e| ApiError::new("internal", e.to_string()))??;
+    found
+        .filter(|d| d["bundle"].as_str().is_some_and(|b| caller.sees(b)))
+        .map(Json)
+        .ok_or_else(|| ApiError::new("not-found", "no such decision"))
+}
+
+/// A query string as `T` (`a=1&b=x`), percent-decoded; unknown keys refused.
+fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| ApiError::new("invalid-request", "unreadable query string"))?,
+    )
+    .map(|q| q.0)
+    .map_err(|e| ApiError::new("invalid-request", e.body_text()))
 }
 
 async fn reload_config(

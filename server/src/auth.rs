@@ -81,6 +81,11 @@ impl Principal {
         self.roles.iter().copied().max().unwrap_or(Role::Viewer)
     }
 
+    /// The bundles the caller is limited to (`None`: all).
+    pub fn scope(&self) -> Option<&[String]> {
+        self.bundles.as_deref()
+    }
+
     /// Whether the caller may see `bundle` in listings.
     pub fn sees(&self, bundle: &str) -> bool {
         self.bundles

@@ -30,6 +30,76 @@ pub struct ServerConfig {
     pub cache: rulebox::CacheConfig,
     /// Requests per credential, by role (anonymous callers: per address, as evaluators).
     pub rate_limits: RateLimitsConfig,
+    /// The decision log (audit trail). Default: off.
+    pub decision_log: DecisionLogConfig,
+}
+
+/// How a decision reaches the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogMode {
+    /// Queued (bounded); when the queue is full the entry is dropped and counted, never
+    /// blocking or growing. The response does not wait for the write.
+    #[default]
+    Async,
+    /// Written and committed (fsync) before the response: an acknowledged decision is in
+    /// the file even if the process is killed. A full queue answers 503, not an unlogged
+    /// decision.
+    Sync,
+}
+
+/// What a mask does to the value at its JSON pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskAction {
+    /// Replaced by `"<erased>"`.
+    Erase,
+    /// Replaced by `"sha256:HEX"` of its JSON text (joinable, not readable).
+    Hash,
+}
+
+/// A field of the input not to keep as it is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mask {
+    /// A JSON pointer into the input (`/customer/email`).
+    pub pointer: String,
+    /// What to do with it. Default `erase`.
+    #[serde(default = "default_mask_action")]
+    pub action: MaskAction,
+}
+
+fn default_mask_action() -> MaskAction {
+    MaskAction::Erase
+}
+
+/// The decision log: an embedded SQLite file (WAL), one writer thread, batched commits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionLogConfig {
+    /// The SQLite file. Default: none (no decision log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// `async` (default) or `sync`.
+    pub mode: LogMode,
+    /// Entries waiting for the writer, at most. Default 10,000.
+    pub queue: usize,
+    /// Entries per transaction, at most. Default 512.
+    pub batch: usize,
+    /// Input fields to mask before logging, by bundle name (`"*"`: every bundle).
+    pub mask: std::collections::BTreeMap<String, Vec<Mask>>,
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        DecisionLogConfig {
+            path: None,
+            mode: LogMode::Async,
+            queue: 10_000,
+            batch: 512,
+            mask: Default::default(),
+        }
+    }
 }
 
 /// A token bucket: `per_second` sustained, up to `burst` at once.
@@ -272,6 +342,7 @@ impl Default for ServerConfig {
             },
             cache: rulebox::CacheConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            decision_log: DecisionLogConfig::default(),
         }
     }
 }
@@ -391,6 +462,20 @@ impl ServerConfig {
             }
             if self.bundles.urls[..i].iter().any(|o| o.name == u.name) {
                 return Err(format!("{at}.name: `{}` is polled twice", u.name));
+            }
+        }
+        let log = &self.decision_log;
+        if log.queue == 0 || log.batch == 0 {
+            return Err("decision_log.queue and decision_log.batch: must be at least 1".into());
+        }
+        for (bundle, masks) in &log.mask {
+            for (i, m) in masks.iter().enumerate() {
+                if !m.pointer.starts_with('/') {
+                    return Err(format!(
+                        "decision_log.mask.{bundle}[{i}].pointer: `{}` is not a JSON pointer (it starts with `/`)",
+                        m.pointer
+                    ));
+                }
             }
         }
         if !self.bundles.urls.is_empty() && self.bundles.state_dir.is_none() {

@@ -40,7 +40,7 @@ impl ApiError {
             "load-failed" | "config-invalid" => StatusCode::UNPROCESSABLE_ENTITY,
             "conflict" => StatusCode::CONFLICT,
             "rate-limited" => StatusCode::TOO_MANY_REQUESTS,
-            "overloaded" | "timeout" | "cache-unavailable" | "not-ready" => {
+            "overloaded" | "timeout" | "cache-unavailable" | "log-unavailable" | "not-ready" => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             _ => StatusCode::INTERNAL_SERVER_ERROR,

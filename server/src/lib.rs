@@ -13,6 +13,7 @@
 //! - `limits`: per-credential rate limits (token buckets) and the rejection counters.
 //! - `metrics`: the Prometheus metrics (`GET /metrics`).
 //! - `poll`: bundles polled from URLs with ETags, the last good archive kept on disk.
+//! - `decisions`: the decision log (SQLite, one writer thread, async or sync).
 //! - `error`: [`ApiError`], the one place a kind becomes a status code.
 
 #![deny(missing_docs)]
@@ -20,6 +21,7 @@
 mod api;
 mod auth;
 mod config;
+mod decisions;
 mod error;
 mod limits;
 mod metrics;
@@ -28,8 +30,9 @@ mod poll;
 pub use api::{AppState, router};
 pub use auth::new_token;
 pub use config::{
-    AuthConfig, BundlesConfig, ConfigError, JwtAlgorithm, JwtConfig, JwtKey, LimitsConfig, Rate,
-    RateLimitsConfig, Role, ServerConfig, TokenConfig, UrlSource,
+    AuthConfig, BundlesConfig, ConfigError, DecisionLogConfig, JwtAlgorithm, JwtConfig, JwtKey,
+    LimitsConfig, LogMode, Mask, MaskAction, Rate, RateLimitsConfig, Role, ServerConfig,
+    TokenConfig, UrlSource,
 };
 pub use error::ApiError;
 pub use poll::{PollStatus, Polling};
