@@ -116,6 +116,16 @@ impl AppState {
                 decision_log,
             }),
         };
+        let weak = Arc::downgrade(&state.inner);
+        state.inner.metrics.read_on_scrape(move || {
+            let inner = weak.upgrade()?;
+            Some(crate::metrics::Snapshot {
+                cache: inner.cache.stats(),
+                engine: inner.registry.engine().stats(),
+                log: inner.decision_log.as_ref().map(|l| l.stats()),
+                polls: inner.poller.statuses(),
+            })
+        });
         // Evict idle rate-limit keys every minute, while the state lives (when there is a
         // runtime to do it on: there always is under `serve`).
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -4,13 +4,18 @@
 //! names of loaded bundles (rules capped per bundle), verdicts and error kinds; never ids or
 //! input values.
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use rulebox::{BundleResult, RegistryEvent};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// More rules than this in one bundle share the rule label `_other`.
@@ -72,9 +77,219 @@ struct ReasonLabels {
     reason: String,
 }
 
+/// What is read from the library and the server's parts on each scrape.
+pub struct Snapshot {
+    /// The result cache's counters.
+    pub cache: rulebox::CacheStats,
+    /// The engine's evaluation slots.
+    pub engine: rulebox::EngineStats,
+    /// The decision log's counters, when there is one.
+    pub log: Option<crate::decisions::LogStats>,
+    /// Each polled bundle's counters.
+    pub polls: Vec<(String, crate::poll::PollStatus)>,
+}
+
+type SnapshotFn = Box<dyn Fn() -> Option<Snapshot> + Send + Sync>;
+
+/// Encodes a [`Snapshot`] on each scrape.
+#[derive(Default)]
+struct Scraped(Arc<OnceLock<SnapshotFn>>);
+
+impl std::fmt::Debug for Scraped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scraped")
+    }
+}
+
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    items: &[(L, M)],
+) -> std::fmt::Result {
+    let Some((_, first)) = items.first() else {
+        return Ok(());
+    };
+    let mut metric = encoder.encode_descriptor(name, help, unit, first.metric_type())?;
+    for (labels, m) in items {
+        m.encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PollLabels {
+    bundle: String,
+    result: String,
+}
+
+/// One metric without labels.
+fn single<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: M,
+) -> std::fmt::Result {
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
+fn result(r: &str) -> ResultLabels {
+    ResultLabels { result: r.into() }
+}
+
+impl Collector for Scraped {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let Some(s) = self.0.get().and_then(|f| f()) else {
+            return Ok(());
+        };
+        let c = &s.cache;
+        family(
+            &mut e,
+            "cache_lookups",
+            "Result-cache lookups, by result (l1-hit, l2-hit, miss)",
+            None,
+            &[
+                (result("l1-hit"), ConstCounter::new(c.hits)),
+                (result("l2-hit"), ConstCounter::new(c.l2_hits)),
+                (result("miss"), ConstCounter::new(c.misses)),
+            ],
+        )?;
+        single(
+            &mut e,
+            "cache_evictions",
+            "Entries evicted from the memory cache to stay within its budget",
+            None,
+            ConstCounter::new(c.evictions),
+        )?;
+        single(
+            &mut e,
+            "cache_entries",
+            "Entries in the memory cache",
+            None,
+            ConstGauge::new(c.entries as i64),
+        )?;
+        single(
+            &mut e,
+            "cache_memory",
+            "Bytes held by the memory cache",
+            Some(&Unit::Bytes),
+            ConstGauge::new(c.bytes as i64),
+        )?;
+        if let Some(l2) = &c.l2 {
+            single(
+                &mut e,
+                "cache_l2_errors",
+                "Redis (L2) operations that failed or timed out",
+                None,
+                ConstCounter::new(l2.errors),
+            )?;
+            family(
+                &mut e,
+                "cache_l2_breaker_state",
+                "The Redis circuit breaker: 1 for its current state",
+                None,
+                &[(
+                    StateLabels {
+                        state: l2.breaker.to_owned(),
+                    },
+                    ConstGauge::new(1),
+                )],
+            )?;
+        }
+        family(
+            &mut e,
+            "evaluations_in_flight",
+            "Evaluations holding an engine slot (running) or waiting for one",
+            None,
+            &[
+                (
+                    StateLabels {
+                        state: "running".into(),
+                    },
+                    ConstGauge::new(s.engine.running as i64),
+                ),
+                (
+                    StateLabels {
+                        state: "waiting".into(),
+                    },
+                    ConstGauge::new(s.engine.waiting as i64),
+                ),
+            ],
+        )?;
+        single(
+            &mut e,
+            "evaluations_overloaded",
+            "Evaluations the engine could not run (no slot in time, pool full, starved)",
+            None,
+            ConstCounter::new(s.engine.overloaded),
+        )?;
+        if let Some(log) = &s.log {
+            family(
+                &mut e,
+                "decision_log_entries",
+                "Decision-log entries, by result (written, dropped, failed)",
+                None,
+                &[
+                    (result("written"), ConstCounter::new(log.written)),
+                    (result("dropped"), ConstCounter::new(log.dropped)),
+                    (result("failed"), ConstCounter::new(log.failed)),
+                ],
+            )?;
+            single(
+                &mut e,
+                "decision_log_queue_depth",
+                "Decision-log entries waiting for the writer",
+                None,
+                ConstGauge::new(log.queued as i64),
+            )?;
+        }
+        let polls: Vec<(PollLabels, ConstCounter)> = s
+            .polls
+            .iter()
+            .flat_map(|(bundle, p)| {
+                [
+                    ("updated", p.updated),
+                    ("unchanged", p.unchanged),
+                    ("load-failed", p.failed_loads),
+                    ("error", p.errors),
+                ]
+                .map(|(r, n)| {
+                    (
+                        PollLabels {
+                            bundle: bundle.clone(),
+                            result: r.into(),
+                        },
+                        ConstCounter::new(n),
+                    )
+                })
+            })
+            .collect();
+        family(
+            &mut e,
+            "bundle_polls",
+            "Polls of bundle URLs, by bundle and result",
+            None,
+            &polls,
+        )
+    }
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
+    scraped: Arc<OnceLock<SnapshotFn>>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram>,
     decisions: Family<DecisionLabels, Counter>,
@@ -122,7 +337,9 @@ impl Metrics {
             last_activation: Family::default(),
             failed_loads: Family::default(),
             registry: Registry::default(),
+            scraped: Arc::default(),
         };
+        registry.register_collector(Box::new(Scraped(m.scraped.clone())));
         registry.register(
             "http_requests",
             "HTTP requests answered, by route template, method and status code",
@@ -198,6 +415,12 @@ impl Metrics {
             .set(1);
         registry.register("build_info", "The rulebox server build", build);
         Metrics { registry, ..m }
+    }
+
+    /// Sets what each scrape reads the cache, engine, decision-log and poll counters from
+    /// (once; later calls are ignored).
+    pub fn read_on_scrape(&self, source: impl Fn() -> Option<Snapshot> + Send + Sync + 'static) {
+        let _ = self.scraped.set(Box::new(source));
     }
 
     /// The OpenMetrics text exposition.

@@ -123,6 +123,14 @@ impl Poller {
             .map(|s| s.status.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
+    /// Every polled bundle's status.
+    pub fn statuses(&self) -> Vec<(String, PollStatus)> {
+        self.sources
+            .iter()
+            .map(|s| (s.config.name.clone(), s.status().clone()))
+            .collect()
+    }
+
     /// The names of the polled bundles.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.sources.iter().map(|s| s.config.name.as_str())

@@ -1071,6 +1071,8 @@ fn metrics_count_what_happened_and_pass_promtool() {
         per_second: 1,
         burst: 1,
     };
+    let log_dir = tempfile::tempdir().unwrap();
+    c.decision_log.path = Some(log_dir.path().join("decisions.sqlite"));
     let api = Api::new(c);
     api.rt
         .block_on(api.state.registry().load(&example_bundle("payments")))
@@ -1123,7 +1125,9 @@ fn metrics_count_what_happened_and_pass_promtool() {
         });
         assert_eq!(s, StatusCode::OK);
         text = body;
-        if text.contains("rulebox_bundle_failed_loads_total{bundle=\"up\",step=\"test\"} 1") {
+        if text.contains("rulebox_bundle_failed_loads_total{bundle=\"up\",step=\"test\"} 1")
+            && text.contains("rulebox_decision_log_entries_total{result=\"written\"} 3")
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -1150,6 +1154,21 @@ fn metrics_count_what_happened_and_pass_promtool() {
     );
     has("rulebox_rule_duration_seconds_count{bundle=\"payments\",rule=\"sanctions\"} 3");
     assert!(text.contains("rulebox_build_info{version=\""), "{text}");
+    // Read from the library on each scrape: the cache, the engine, the decision log.
+    has("rulebox_decision_log_entries_total{result=\"written\"} 3");
+    has("rulebox_decision_log_entries_total{result=\"dropped\"} 0");
+    has("rulebox_decision_log_queue_depth 0");
+    has("rulebox_evaluations_in_flight{state=\"running\"} 0");
+    let l1_hits: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rulebox_cache_lookups_total{result=\"l1-hit\"} "))
+        .unwrap_or_else(|| panic!("no cache lookups in:\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(
+        l1_hits >= 5,
+        "two risk and three amount-limit hits at least: {l1_hits}"
+    );
     // Never ids or raw paths in labels.
     for secret in [
         "secret-request-id",
