@@ -223,6 +223,14 @@ redis_url = "{redis}"
         );
     }
     assert_eq!(answered(&nginx, "pay.tar.gz", "200"), 6);
+    let (_, metrics) = rulebox_tests::http(&a.addr, "GET", "/metrics", &[], b"");
+    for line in [
+        "rulebox_bundle_polls_total{bundle=\"pay\",result=\"updated\"} 2",
+        "rulebox_bundle_polls_total{bundle=\"pay\",result=\"load-failed\"} 1",
+        "rulebox_bundle_failed_loads_total{bundle=\"pay\",step=\"test\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no `{line}` in:\n{metrics}");
+    }
     assert!(
         ready(&a) && ready(&b),
         "a failed poll does not make a replica unready"
