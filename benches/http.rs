@@ -5,7 +5,8 @@
 //! - (c) the 3-rule payments bundle, uncached.
 //!
 //! For each: wrk's requests/s and p50/p99, and the library path (`Bundle::evaluate` on the
-//! same 2-worker runtime shape, 32 concurrent callers, no HTTP) as evaluations/s.
+//! same 2-worker runtime shape, 32 concurrent callers, no HTTP) as evaluations/s. Then (b)
+//! again with the decision log off, `async` and `sync`.
 //!
 //! Run: `cargo bench -p rulebox-benches --bench http` (needs `wrk`: `apt-get install wrk`).
 //! `RULEBOX_HTTP_BENCH_SECS` sets each run's length (default 10).
@@ -170,6 +171,73 @@ fn library_rate(
     (n / start.elapsed().as_secs_f64(), (cpu_us() - cpu) / n)
 }
 
+/// A server in this process, on its own 2-worker runtime, as `rulebox serve` runs it,
+/// serving the bundles in `bundles`; ready once every bundle answers `body`.
+struct Server {
+    addr: std::net::SocketAddr,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), rulebox_server::ServeError>>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Server {
+    fn start(
+        bundles: &Path,
+        body: &str,
+        log: Option<(std::path::PathBuf, rulebox_server::LogMode)>,
+    ) -> Server {
+        let mut config = rulebox_server::ServerConfig::default();
+        config.auth.anonymous_loopback_evaluator = true;
+        config.rate_limits.evaluator = rulebox_server::Rate {
+            per_second: 10_000_000,
+            burst: 10_000_000,
+        };
+        config.limits.max_concurrent_requests = 1024;
+        config.bundles.dir = Some(bundles.to_owned());
+        if let Some((path, mode)) = log {
+            config.decision_log.path = Some(path);
+            config.decision_log.mode = mode;
+        }
+        let rt = rulebox_tests::rt();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(rulebox_server::serve(config, listener, async {
+            let _ = stop_rx.await;
+        }));
+        for name in ["cached", "single", "uncached"] {
+            let until = Instant::now() + Duration::from_secs(120);
+            loop {
+                let (status, _) = rulebox_tests::http(
+                    &addr.to_string(),
+                    "POST",
+                    &format!("/v1/bundles/{name}/evaluate"),
+                    &[("Content-Type", "application/json")],
+                    body.as_bytes(),
+                );
+                if status == 200 {
+                    break;
+                }
+                assert!(Instant::now() < until, "bundle {name} did not load");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Server {
+            addr,
+            stop_tx,
+            task,
+            rt,
+        }
+    }
+
+    fn stop(self) {
+        let _ = self.stop_tx.send(());
+        let _ = self.rt.block_on(self.task);
+    }
+}
+
 fn main() {
     let secs: u64 = std::env::var("RULEBOX_HTTP_BENCH_SECS")
         .ok()
@@ -183,41 +251,8 @@ fn main() {
     let body = format!("{{\"input\": {order}}}");
 
     // The server, in this process on its own 2-worker runtime, as `rulebox serve` runs it.
-    let mut config = rulebox_server::ServerConfig::default();
-    config.auth.anonymous_loopback_evaluator = true;
-    config.rate_limits.evaluator = rulebox_server::Rate {
-        per_second: 10_000_000,
-        burst: 10_000_000,
-    };
-    config.limits.max_concurrent_requests = 1024;
-    config.bundles.dir = Some(bundles.clone());
-    let server_rt = rulebox_tests::rt();
-    let listener = server_rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = server_rt.spawn(rulebox_server::serve(config, listener, async {
-        let _ = stop_rx.await;
-    }));
-    // Ready when every bundle answers.
-    for name in ["cached", "single", "uncached"] {
-        let until = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (status, _) = rulebox_tests::http(
-                &addr.to_string(),
-                "POST",
-                &format!("/v1/bundles/{name}/evaluate"),
-                &[("Content-Type", "application/json")],
-                body.as_bytes(),
-            );
-            if status == 200 {
-                break;
-            }
-            assert!(Instant::now() < until, "bundle {name} did not load");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    let server = Server::start(&bundles, &body, None);
+    let addr = server.addr;
 
     // The library path: the same bundles, loaded the same way, without HTTP.
     let lib_rt = rulebox_tests::rt();
@@ -248,8 +283,27 @@ fn main() {
         assert!(!http.non_2xx, "{label}: wrk saw non-2xx responses");
         rows.push((label, http, lib));
     }
-    let _ = stop_tx.send(());
-    let _ = server_rt.block_on(server);
+    server.stop();
+
+    // The decision log's cost on (b): the same server with the log off, async and sync.
+    let mut log_rows = Vec::new();
+    for (label, mode) in [
+        ("off", None),
+        ("async", Some(rulebox_server::LogMode::Async)),
+        ("sync", Some(rulebox_server::LogMode::Sync)),
+    ] {
+        let log = mode.map(|m| (dir.path().join(format!("{label}.sqlite")), m));
+        let server = Server::start(&bundles, &body, log);
+        let http = wrk(
+            &format!("http://{}/v1/bundles/single/evaluate", server.addr),
+            &body,
+            secs,
+            dir.path(),
+        );
+        assert!(!http.non_2xx, "log {label}: wrk saw non-2xx responses");
+        server.stop();
+        log_rows.push((label, http));
+    }
 
     println!();
     println!(
@@ -273,4 +327,19 @@ fn main() {
     println!(
         "wrk runs on the same 2 cores as the server; the library path has them to itself. The CPU columns compare the work per decision without wrk's share."
     );
+    println!();
+    println!("The decision log on (b) (metrics are always on), one run");
+    println!("| decision log | HTTP req/s | p50 | p99 | server CPU µs/req | req/s vs off |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let off = log_rows[0].1.rps;
+    for (label, http) in &log_rows {
+        println!(
+            "| {label} | {:.0} | {} | {} | {:.1} | {:+.1}% |",
+            http.rps,
+            http.p50,
+            http.p99,
+            http.cpu_us,
+            (http.rps / off - 1.0) * 100.0
+        );
+    }
 }

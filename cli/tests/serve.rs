@@ -229,7 +229,10 @@ redis_url = "{redis}"
         "rulebox_bundle_polls_total{bundle=\"pay\",result=\"load-failed\"} 1",
         "rulebox_bundle_failed_loads_total{bundle=\"pay\",step=\"test\"} 1",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "no `{line}` in:\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
     }
     assert!(
         ready(&a) && ready(&b),
