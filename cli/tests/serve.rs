@@ -156,8 +156,19 @@ redis_url = "{redis}"
         )
         .1
     };
+    let keys = || redis.cli(&["DBSIZE"]).trim().parse::<u64>().unwrap();
+    let before = keys();
     let first = eval(&a);
     assert_eq!(first["rules"][0]["cached"], false, "{first}");
+    // A's writes to Redis are queued off the request path: wait for both rules' entries.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while keys() < before + 2 {
+        assert!(
+            std::time::Instant::now() < until,
+            "A's results never reached Redis"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let from_b = eval(&b);
     assert_eq!(
         from_b["rules"][0]["cached"], true,
@@ -240,10 +251,18 @@ redis_url = "{redis}"
     );
 
     // A restart while the bundle server is down: the kept archive serves at once.
+    // Publish gen-2 again (a new file, so a new ETag): both replicas download it once.
     nginx.publish("pay.tar.gz", &archive("pay", "gen-2", "allow"));
-    b.wait_for(30, "the fixed revision polled", |s| {
-        source(s, "pay")["source"]["last_result"] == "unchanged"
+    b.wait_for(30, "both replicas fetched the republished archive", |_| {
+        answered(&nginx, "pay.tar.gz", "200") == 8
     });
+    for s in [&a, &b] {
+        s.wait_for(30, "the new ETag reported", |s| {
+            let status = source(s, "pay");
+            status["source"]["last_result"] == "unchanged"
+                && status["source"]["etag"] != etag.as_str()
+        });
+    }
     b.kill();
     nginx.stop();
     let downloads = answered(&nginx, "pay.tar.gz", "200");

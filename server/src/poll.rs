@@ -235,6 +235,13 @@ impl Source {
                 status.unchanged += 1;
                 ("unchanged", None)
             }
+            Ok(Outcome::SameRevision { etag }) => {
+                // A new archive of the revision already active: nothing changed but the
+                // ETag to ask with.
+                status.unchanged += 1;
+                status.etag = etag;
+                ("unchanged", None)
+            }
             Ok(Outcome::StillBroken) => {
                 // Nothing downloaded, but the URL still serves the archive that failed: keep
                 // saying so.
@@ -333,7 +340,7 @@ impl Source {
         self.keep(file, &etag);
         let same = before.is_some_and(|(s, _)| s.revision == activation.revision);
         Ok(if same {
-            Outcome::Unchanged
+            Outcome::SameRevision { etag }
         } else {
             Outcome::Updated {
                 etag,
@@ -370,6 +377,10 @@ enum Outcome {
         revision: String,
     },
     Unchanged,
+    /// A new archive (new ETag) of the revision already active.
+    SameRevision {
+        etag: Option<String>,
+    },
     /// 304 for the archive that last failed the gate.
     StillBroken,
 }
