@@ -1073,6 +1073,8 @@ fn metrics_count_what_happened_and_pass_promtool() {
     };
     let log_dir = tempfile::tempdir().unwrap();
     c.decision_log.path = Some(log_dir.path().join("decisions.sqlite"));
+    let redis = rulebox_tests::RedisServer::start();
+    c.cache.redis_url = Some(redis.url());
     let api = Api::new(c);
     api.rt
         .block_on(api.state.registry().load(&example_bundle("payments")))
@@ -1197,6 +1199,24 @@ fn metrics_count_what_happened_and_pass_promtool() {
     });
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
     assert!(om.ends_with("# EOF\n") && om.contains("# TYPE rulebox_decisions counter"));
+    has("rulebox_cache_l2_breaker_state{state=\"closed\"} 1");
+    // The shipped Prometheus rules name only metrics this scrape has.
+    let rules_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/prometheus/rulebox.rules.yml");
+    let rules = std::fs::read_to_string(&rules_file).unwrap();
+    let names_in_rules: std::collections::BTreeSet<String> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("rulebox_"))
+        .map(str::to_owned)
+        .collect();
+    assert!(names_in_rules.len() >= 8, "{names_in_rules:?}");
+    for name in &names_in_rules {
+        assert!(
+            text.lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(name.as_str())),
+            "deploy/prometheus/rulebox.rules.yml names `{name}`, which /metrics does not have"
+        );
+    }
     // Prometheus's linter, on this very scrape.
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
@@ -1376,4 +1396,27 @@ fn decisions_are_logged_masked_and_queryable_within_scope() {
         None,
     );
     assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+/// The shipped Prometheus rules load (`promtool check rules`) and their alerts fire on the
+/// series they are for (`promtool test rules`).
+#[test]
+fn shipped_prometheus_rules_pass_promtool() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    for args in [
+        ["check", "rules", "rulebox.rules.yml"],
+        ["test", "rules", "rulebox.rules.test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run promtool ({e}): apt-get install prometheus"));
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
