@@ -173,7 +173,8 @@ impl Authenticator {
 
 /// Verifies JWTs against the configured keys, each pinned to one algorithm.
 struct JwtVerifier {
-    keys: Vec<(Option<String>, Algorithm, DecodingKey)>,
+    /// Each key with its `kid` and the validation it applies (built once, not per token).
+    keys: Vec<(Option<String>, Validation, DecodingKey)>,
     config: JwtConfig,
 }
 
@@ -208,7 +209,13 @@ impl JwtVerifier {
                             .map_err(|e| format!("{at}: not a PEM Ed25519 public key: {e}"))?,
                     ),
                 };
-                Ok((k.kid.clone(), algorithm, key))
+                let mut validation = Validation::new(algorithm);
+                validation.set_issuer(&[&config.issuer]);
+                validation.set_audience(&[&config.audience]);
+                validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+                validation.validate_nbf = true;
+                validation.leeway = config.leeway_s;
+                Ok((k.kid.clone(), validation, key))
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(JwtVerifier {
@@ -223,18 +230,12 @@ impl JwtVerifier {
             .map_err(|e| refused(format!("unreadable header ({e})")))?;
         // A token naming a `kid` is checked with that key only; one naming none, with every
         // key of its algorithm. Either way the algorithm must be the key's.
-        let mut candidates = self.keys.iter().filter(|(kid, alg, _)| {
-            *alg == header.alg && (header.kid.is_none() || header.kid == *kid)
+        let candidates = self.keys.iter().filter(|(kid, validation, _)| {
+            validation.algorithms == [header.alg] && (header.kid.is_none() || header.kid == *kid)
         });
         let mut last = None;
-        for (_, algorithm, key) in candidates.by_ref() {
-            let mut validation = Validation::new(*algorithm);
-            validation.set_issuer(&[&self.config.issuer]);
-            validation.set_audience(&[&self.config.audience]);
-            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-            validation.validate_nbf = true;
-            validation.leeway = self.config.leeway_s;
-            match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, key, &validation) {
+        for (_, validation, key) in candidates {
+            match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, key, validation) {
                 Ok(data) => return self.principal(data.claims),
                 Err(e) => last = Some(e),
             }
