@@ -12,6 +12,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_rulebox");
 /// with a golden case expecting `expect` (`allow` passes; anything else fails the `test`
 /// step).
 fn archive(name: &str, marker: &str, expect: &str) -> Vec<u8> {
+    archive_as(name, marker, marker, expect)
+}
+
+/// [`archive`] with a revision name of its own.
+fn archive_as(name: &str, revision: &str, marker: &str, expect: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     write_bundle(
         dir.path(),
@@ -19,7 +24,7 @@ fn archive(name: &str, marker: &str, expect: &str) -> Vec<u8> {
             r#"[bundle]
 format = 1
 name = "{name}"
-revision = "{marker}"
+revision = "{revision}"
 [[rule]]
 name = "a"
 component = "echo.wasm"
@@ -286,6 +291,46 @@ redis_url = "{redis}"
     b.wait_for(30, "a 304 after the restart", |s| unchanged(s) > seen);
     assert_eq!(answered(&nginx, "pay.tar.gz", "200"), downloads);
     eprintln!("restarted replica ready after {ready_after:?} with the bundle server down");
+}
+
+/// Polled updates are told apart by content, not by the revision's name: an archive that
+/// keeps the name but changes a rule is an update; the same bytes re-published are not.
+#[test]
+fn a_changed_archive_under_the_same_revision_name_is_an_update() {
+    let nginx = Nginx::start();
+    nginx.publish("pay.tar.gz", &archive_as("pay", "r1", "first", "allow"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[bundles]\nstate_dir = \"{}\"\n[[bundles.urls]]\nname = \"pay\"\nurl = \"{}\"\ninterval_ms = 200\n",
+            dir.path().join("state").display(),
+            nginx.url("pay.tar.gz")
+        ),
+    );
+    let server = ServeProcess::start(BIN, &config, &dir.path().join("serve.log"));
+    server.wait_for(60, "the first archive", |s| {
+        markers(s, "pay") == ["first", "first"]
+    });
+    nginx.publish("pay.tar.gz", &archive_as("pay", "r1", "second", "allow"));
+    server.wait_for(60, "the changed archive", |s| {
+        markers(s, "pay") == ["second", "second"]
+    });
+    let status = source(&server, "pay");
+    assert_eq!(
+        (&status["source"]["kind"], &status["source"]["updated"]),
+        (&json!("url"), &json!(2)),
+        "{status}"
+    );
+    // The same bytes again, under a new ETag: unchanged, and the new ETag is the one kept.
+    let etag = status["source"]["etag"].clone();
+    nginx.publish("pay.tar.gz", &archive_as("pay", "r1", "second", "allow"));
+    server.wait_for(30, "the re-published archive polled", |s| {
+        source(s, "pay")["source"]["etag"] != etag
+    });
+    let status = source(&server, "pay");
+    assert_eq!(status["source"]["updated"], 2, "{status}");
+    assert_eq!(status["source"]["kind"], "url", "{status}");
 }
 
 #[test]

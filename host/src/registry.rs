@@ -53,6 +53,8 @@ pub struct Activation {
     pub bundle: String,
     /// The revision now active.
     pub revision: String,
+    /// The active revision's digest (two archives that name the same revision may differ).
+    pub digest: String,
     /// The revision it replaced, if any.
     pub previous: Option<String>,
     /// Golden cases run.
@@ -319,6 +321,7 @@ impl Registry {
         let activation = Activation {
             bundle: name,
             revision: bundle.revision().to_owned(),
+            digest: bundle.digest().to_owned(),
             previous,
             tests_passed,
         };
@@ -368,6 +371,7 @@ impl Registry {
             .pop_front()
             .ok_or_else(|| RegistryError::NoPrevious(name.to_owned()))?;
         let revision = previous.revision().to_owned();
+        let digest = previous.digest().to_owned();
         let old = slot.active.swap(previous);
         slot.activated_at_ms
             .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
@@ -381,6 +385,7 @@ impl Registry {
         Ok(Activation {
             bundle: name.to_owned(),
             revision,
+            digest,
             previous: Some(old.revision().to_owned()),
             tests_passed: 0,
         })
@@ -399,6 +404,7 @@ impl Registry {
                 revision: revision.to_owned(),
             })?;
         let target = history.remove(at).expect("found above");
+        let digest = target.digest().to_owned();
         history.drain(..at);
         let old = slot.active.swap(target);
         history.push_front(old.clone());
@@ -420,6 +426,7 @@ impl Registry {
         Ok(Activation {
             bundle: name.to_owned(),
             revision: revision.to_owned(),
+            digest,
             previous: Some(old.revision().to_owned()),
             tests_passed: 0,
         })

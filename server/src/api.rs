@@ -619,7 +619,7 @@ fn status_json(state: &AppState, name: &str) -> Result<Value, ApiError> {
 fn source_json(state: &AppState, name: &str, bundle: &Bundle) -> Value {
     let origin = bundle.origin().display().to_string();
     if let Some(poll) = state.inner.poller.status(name)
-        && poll.revision.as_deref() == Some(bundle.revision())
+        && poll.digest.as_deref() == Some(bundle.digest())
     {
         let mut out = serde_json::to_value(poll).unwrap_or_default();
         out["kind"] = "url".into();

@@ -23,6 +23,8 @@ pub struct PollStatus {
     pub etag: Option<String>,
     /// The revision this source last activated.
     pub revision: Option<String>,
+    /// That revision's digest.
+    pub digest: Option<String>,
     /// The active revision was restored from `state_dir` at start.
     pub restored: bool,
     /// Polls that brought a new revision.
@@ -210,6 +212,7 @@ impl Source {
                 let mut status = self.status();
                 status.etag = meta.etag;
                 status.revision = Some(activation.revision);
+                status.digest = Some(activation.digest);
                 status.restored = true;
             }
             Err(f) => {
@@ -224,10 +227,15 @@ impl Source {
         let mut status = self.status();
         status.last_poll_ms = Some(now_ms());
         let (label, error) = match result {
-            Ok(Outcome::Updated { etag, revision }) => {
+            Ok(Outcome::Updated {
+                etag,
+                revision,
+                digest,
+            }) => {
                 status.updated += 1;
                 status.etag = etag;
                 status.revision = Some(revision);
+                status.digest = Some(digest);
                 status.restored = false;
                 ("updated", None)
             }
@@ -236,8 +244,8 @@ impl Source {
                 ("unchanged", None)
             }
             Ok(Outcome::SameRevision { etag }) => {
-                // A new archive of the revision already active: nothing changed but the
-                // ETag to ask with.
+                // A new archive of the bundle already active: nothing changed but the ETag
+                // to ask with.
                 status.unchanged += 1;
                 status.etag = etag;
                 ("unchanged", None)
@@ -327,7 +335,7 @@ impl Source {
             std::io::Write::write_all(&mut file, &chunk)
                 .map_err(|e| fetch(format!("cannot stage the download: {e}")))?;
         }
-        let before = registry.status_of(&self.config.name).ok();
+        let before = registry.get(&self.config.name).ok();
         let activation = match registry.load_as(file.path(), &self.config.name).await {
             Ok(a) => a,
             Err(f) => {
@@ -338,13 +346,15 @@ impl Source {
         self.tags().good = etag.clone();
         self.tags().failed = None;
         self.keep(file, &etag);
-        let same = before.is_some_and(|(s, _)| s.revision == activation.revision);
+        // The same content under a new ETag (a re-published file): nothing changed.
+        let same = before.is_some_and(|b| b.digest() == activation.digest);
         Ok(if same {
             Outcome::SameRevision { etag }
         } else {
             Outcome::Updated {
                 etag,
                 revision: activation.revision,
+                digest: activation.digest,
             }
         })
     }
@@ -375,9 +385,10 @@ enum Outcome {
     Updated {
         etag: Option<String>,
         revision: String,
+        digest: String,
     },
     Unchanged,
-    /// A new archive (new ETag) of the revision already active.
+    /// A new archive (new ETag) of the bundle already active, byte for byte.
     SameRevision {
         etag: Option<String>,
     },
