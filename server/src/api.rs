@@ -2,6 +2,7 @@
 
 use crate::auth::{Action, Authenticator, Principal};
 use crate::config::ServerConfig;
+use crate::decisions::Commit;
 use crate::error::ApiError;
 use crate::limits::{RateLimits, Rejected};
 use axum::body::{Body, Bytes};
@@ -474,15 +475,15 @@ struct Decided<'a> {
     request_id: Option<&'a str>,
 }
 
-/// Evaluates `input` on `bundle`, counts the decision and logs it (in sync mode, committed
-/// before this returns).
+/// Evaluates `input` on `bundle`, counts the decision and queues it for the decision log.
+/// In sync mode the returned commit must succeed before the decision is acknowledged.
 async fn decide<'a>(
     state: &AppState,
     caller: &Principal,
     bundle: &Bundle,
     input: &Input,
     request_id: Option<&'a str>,
-) -> Result<Decided<'a>, ApiError> {
+) -> Result<(Decided<'a>, Option<Commit>), ApiError> {
     let result = bundle.evaluate(input).await.inspect_err(|_| {
         let rejected = &state.inner.rejected;
         rejected.overloaded.inc();
@@ -498,29 +499,31 @@ async fn decide<'a>(
         wall_us = result.wall_us,
         "decision"
     );
+    let mut commit = None;
     if let Some(log) = &state.inner.decision_log {
-        let logged = log
-            .record(
-                &decision_id,
-                &result,
-                input.value(),
-                request_id,
-                &caller.name,
-            )
-            .await;
-        if let Err(e) = logged {
-            if log.is_sync() {
-                // Host trouble, never an unlogged decision: the caller retries.
-                return Err(ApiError::new("log-unavailable", e.to_string()));
-            }
-            tracing::debug!("decision {decision_id} not logged: {e}");
+        match log.enqueue(
+            &decision_id,
+            &result,
+            input.value(),
+            request_id,
+            &caller.name,
+        ) {
+            Ok(c) => commit = c,
+            // Host trouble, never an unlogged decision: the caller retries.
+            Err(e) if log.is_sync() => return Err(log_unavailable(e)),
+            Err(e) => tracing::debug!("decision {decision_id} not logged: {e}"),
         }
     }
-    Ok(Decided {
+    let decided = Decided {
         result,
         decision_id,
         request_id,
-    })
+    };
+    Ok((decided, commit))
+}
+
+fn log_unavailable(e: crate::decisions::LogError) -> ApiError {
+    ApiError::new("log-unavailable", e.to_string())
 }
 
 async fn evaluate(
@@ -535,7 +538,7 @@ async fn evaluate(
     let request: EvaluateRequest = serde_json::from_slice(&bytes).map_err(invalid_json)?;
     let input = input_of(request.input)?;
     let bundle = bundle_of(&state, &name, request.revision.as_deref())?;
-    let decided = decide(
+    let (decided, commit) = decide(
         &state,
         &caller,
         &bundle,
@@ -543,6 +546,9 @@ async fn evaluate(
         request.request_id.as_deref(),
     )
     .await?;
+    if let Some(commit) = commit {
+        commit.wait().await.map_err(log_unavailable)?;
+    }
     Ok(Json(decided).into_response())
 }
 
@@ -578,7 +584,7 @@ async fn evaluate_batch(
         ));
     }
     let bundle = bundle_of(&state, &name, request.revision.as_deref())?;
-    let mut results = Vec::with_capacity(request.inputs.len());
+    let mut decided = Vec::with_capacity(request.inputs.len());
     for raw in request.inputs {
         // Each item stands alone: its error is its own, never the batch's.
         let item = async {
@@ -591,10 +597,26 @@ async fn evaluate_batch(
                 input = Input::from_value(Value::Object(merged))
                     .map_err(|e| ApiError::new("invalid-input", e.to_string()))?;
             }
-            let decided = decide(&state, &caller, &bundle, &input, None).await?;
-            serde_json::to_value(decided).map_err(|e| ApiError::new("internal", e.to_string()))
+            let (decided, commit) = decide(&state, &caller, &bundle, &input, None).await?;
+            let value = serde_json::to_value(decided)
+                .map_err(|e| ApiError::new("internal", e.to_string()))?;
+            Ok::<_, ApiError>((value, commit))
         };
-        results.push(match item.await {
+        decided.push(item.await);
+    }
+    // Sync mode: every item's entry is queued before any is awaited, so the batch shares
+    // the writer's transactions instead of paying one commit per item in turn. An item
+    // whose entry did not commit is an error, not an acknowledged decision.
+    let mut results = Vec::with_capacity(decided.len());
+    for item in decided {
+        let item = match item {
+            Ok((value, Some(commit))) => {
+                commit.wait().await.map(|()| value).map_err(log_unavailable)
+            }
+            Ok((value, None)) => Ok(value),
+            Err(e) => Err(e),
+        };
+        results.push(match item {
             Ok(mut v) => {
                 v["ok"] = true.into();
                 v

@@ -10,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -36,12 +37,26 @@ struct Queued {
     ack: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
 }
 
+/// A sync-mode entry on its way to disk: the decision may be acknowledged once this is Ok.
+pub struct Commit(tokio::sync::oneshot::Receiver<Result<(), String>>);
+
+impl Commit {
+    /// Waits for the transaction that holds the entry.
+    pub async fn wait(self) -> Result<(), LogError> {
+        self.0
+            .await
+            .map_err(|_| LogError::Write("the writer thread is gone".into()))?
+            .map_err(LogError::Write)
+    }
+}
+
 /// The log's counters, as `GET /v1/server/stats` shows them.
 #[derive(Debug, Default, Serialize)]
 pub struct LogStats {
     /// Entries committed.
     pub written: u64,
-    /// Entries dropped because the queue was full (async mode).
+    /// Entries dropped because the queue was full (async mode; in sync mode the request is
+    /// answered 503 instead).
     pub dropped: u64,
     /// Entries whose write failed.
     pub failed: u64,
@@ -145,15 +160,17 @@ impl DecisionLog {
         }))
     }
 
-    /// Logs a decision: in sync mode, returns once it is committed.
-    pub async fn record(
+    /// Queues a decision for the log. In sync mode it returns the commit to await before the
+    /// decision is acknowledged (several queued at once share a transaction). A full queue
+    /// is counted as a drop in async mode; in sync mode it is the caller's error to answer.
+    pub fn enqueue(
         &self,
         id: &str,
         result: &BundleResult,
         input: &Value,
         request_id: Option<&str>,
         subject: &str,
-    ) -> Result<(), LogError> {
+    ) -> Result<Option<Commit>, LogError> {
         let (input, masked) = self.mask(&result.bundle, input);
         let rules: Vec<Value> = result
             .rules
@@ -185,31 +202,28 @@ impl DecisionLog {
             rules: Value::Array(rules).to_string(),
             wall_us: result.wall_us,
         };
-        let (ack, done) = match self.mode {
+        let (ack, commit) = match self.mode {
             LogMode::Sync => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                (Some(tx), Some(rx))
+                (Some(tx), Some(Commit(rx)))
             }
             LogMode::Async => (None, None),
         };
         match self.sender.try_send(Queued { entry, ack }) {
             Ok(()) => {
                 self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(commit)
             }
             Err(TrySendError::Full(_)) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                return Err(LogError::Full(self.queue));
+                if self.mode == LogMode::Async {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(LogError::Full(self.queue))
             }
             Err(TrySendError::Disconnected(_)) => {
-                return Err(LogError::Write("the writer thread is gone".into()));
+                Err(LogError::Write("the writer thread is gone".into()))
             }
         }
-        if let Some(done) = done {
-            done.await
-                .map_err(|_| LogError::Write("the writer thread is gone".into()))?
-                .map_err(LogError::Write)?;
-        }
-        Ok(())
     }
 
     /// Whether a failure to log must fail the request (sync mode) or only be counted.
@@ -217,15 +231,16 @@ impl DecisionLog {
         self.mode == LogMode::Sync
     }
 
-    /// The input with the bundle's masks (and `"*"`'s) applied, and the pointers masked.
-    fn mask(&self, bundle: &str, input: &Value) -> (Value, Vec<String>) {
+    /// The input with the bundle's masks (and `"*"`'s) applied, and the pointers masked;
+    /// the input itself, uncopied, when there is nothing to mask.
+    fn mask<'v>(&self, bundle: &str, input: &'v Value) -> (Cow<'v, Value>, Vec<String>) {
         let masks: Vec<&Mask> = ["*", bundle]
             .iter()
             .filter_map(|b| self.masks.get(*b))
             .flatten()
             .collect();
         if masks.is_empty() {
-            return (input.clone(), Vec::new());
+            return (Cow::Borrowed(input), Vec::new());
         }
         let mut out = input.clone();
         let mut masked = Vec::new();
@@ -241,7 +256,7 @@ impl DecisionLog {
                 masked.push(m.pointer.clone());
             }
         }
-        (out, masked)
+        (Cow::Owned(out), masked)
     }
 
     /// The counters.

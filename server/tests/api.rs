@@ -1420,3 +1420,38 @@ fn shipped_prometheus_rules_pass_promtool() {
         );
     }
 }
+
+/// Sync mode through the batch endpoint: every item answered `ok` is already in the file
+/// when the response arrives.
+#[test]
+fn a_sync_batch_answers_only_committed_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("decisions.sqlite");
+    let mut c = config();
+    c.decision_log.path = Some(db.clone());
+    c.decision_log.mode = rulebox_server::LogMode::Sync;
+    let api = Api::with_config(c);
+    let (s, v) = api.json(
+        "POST",
+        "/v1/bundles/payments/evaluate/batch",
+        Some("evaluator"),
+        json!({"inputs": [order(), order(), "not an object"]}),
+    );
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let results = v["results"].as_array().unwrap();
+    let oks: Vec<&str> = results
+        .iter()
+        .filter(|r| r["ok"] == true)
+        .map(|r| r["decision_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(oks.len(), 2, "{v}");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    for id in oks {
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM decisions WHERE id = ?", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(n, 1, "{id} answered ok but not committed");
+    }
+}
