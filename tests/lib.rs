@@ -358,7 +358,7 @@ impl Drop for Nginx {
 }
 
 /// One HTTP/1.1 request over a fresh connection (`Connection: close`): the status and the
-/// body. Enough for tests; not a client.
+/// body. Enough for tests; not a client. Panics on a connection error: see [`try_http`].
 pub fn http(
     addr: &str,
     method: &str,
@@ -366,10 +366,20 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
+    try_http(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{addr}{path}: {e}"))
+}
+
+/// [`http`], for servers that may go away under the request (killed by the test).
+pub fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
-    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .unwrap();
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -378,20 +388,20 @@ pub fn http(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
     let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
+    s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out);
     let status = text
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text}")))?;
     let body = text
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_owned());
-    (status, body)
+    Ok((status, body))
 }
 
 /// A `rulebox serve` process started from a config file, killed on drop.

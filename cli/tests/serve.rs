@@ -104,6 +104,14 @@ fn ready(server: &ServeProcess) -> bool {
     server.http("GET", "/readyz", &[], b"").0 == 200
 }
 
+/// `DIR/bundles`, holding the `pay` bundle (gen-1) as an archive, for `bundles.dir`.
+fn watched_dir_with_pay(dir: &Path) -> std::path::PathBuf {
+    let bundles = dir.join("bundles");
+    std::fs::create_dir_all(&bundles).unwrap();
+    std::fs::write(bundles.join("pay.tar.gz"), archive("pay", "gen-1", "allow")).unwrap();
+    bundles
+}
+
 /// How many polls of `/NAME` nginx answered with `status`.
 fn answered(nginx: &Nginx, name: &str, status: &str) -> usize {
     nginx
@@ -506,9 +514,7 @@ max_concurrent_requests = 256
 #[test]
 fn prometheus_scrapes_the_decisions_this_test_made() {
     let dir = tempfile::tempdir().unwrap();
-    let bundles = dir.path().join("bundles");
-    std::fs::create_dir_all(&bundles).unwrap();
-    std::fs::write(bundles.join("pay.tar.gz"), archive("pay", "gen-1", "allow")).unwrap();
+    let bundles = watched_dir_with_pay(dir.path());
     let config = write_config(
         dir.path(),
         &format!("[bundles]\ndir = \"{}\"\n", bundles.display()),
@@ -549,24 +555,17 @@ fn prometheus_scrapes_the_decisions_this_test_made() {
 /// One evaluation request that may fail (the server may be killed under it): the decision
 /// id when it was acknowledged with 200.
 fn try_decide(addr: &str, request_id: &str) -> Option<String> {
-    use std::io::{Read, Write};
     let body =
         format!(r#"{{"input": {{"order": {{"amount": 5}}}}, "request_id": "{request_id}"}}"#);
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .ok()?;
-    let head = format!(
-        "POST /v1/bundles/pay/evaluate HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).ok()?;
-    s.write_all(body.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    if !out.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let json: Value = serde_json::from_str(out.split_once("\r\n\r\n")?.1).ok()?;
+    let (status, body) = rulebox_tests::try_http(
+        addr,
+        "POST",
+        "/v1/bundles/pay/evaluate",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .ok()?;
+    let json: Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
     json["decision_id"].as_str().map(str::to_owned)
 }
 
@@ -575,9 +574,7 @@ fn try_decide(addr: &str, request_id: &str) -> Option<String> {
 #[test]
 fn sync_decision_log_loses_no_acknowledged_decision_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let bundles = dir.path().join("bundles");
-    std::fs::create_dir_all(&bundles).unwrap();
-    std::fs::write(bundles.join("pay.tar.gz"), archive("pay", "gen-1", "allow")).unwrap();
+    let bundles = watched_dir_with_pay(dir.path());
     let db = dir.path().join("decisions.sqlite");
     let config = write_config(
         dir.path(),
