@@ -369,19 +369,15 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
     })
 }
 
+/// The request's media type, lowercased, without parameters (`application/json`).
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(ct.split(';').next()?.trim().to_ascii_lowercase())
+}
+
 /// A JSON request body: the right content type, within the size and depth limits.
 async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/json")
-        });
-    if !json {
+    if media_type(headers).as_deref() != Some("application/json") {
         return Err(ApiError::new(
             "unsupported-media-type",
             "send the body as Content-Type: application/json",
@@ -699,18 +695,8 @@ async fn put_bundle(
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.check(Action::Operate, Some(&name))?;
-    let archive = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
     if !matches!(
-        archive.as_deref(),
+        media_type(&headers).as_deref(),
         Some("application/gzip" | "application/x-gzip" | "application/octet-stream")
     ) {
         return Err(ApiError::new(
@@ -844,13 +830,24 @@ async fn server_stats(
     })))
 }
 
-fn decision_log(state: &AppState) -> Result<&crate::decisions::DecisionLog, ApiError> {
-    state.inner.decision_log.as_ref().ok_or_else(|| {
-        ApiError::new(
-            "not-found",
-            "no decision log: set decision_log.path in the configuration",
-        )
+/// Runs a query on the decision log off the async workers (SQLite blocks). 404 when the
+/// server has no decision log.
+async fn with_log<T: Send + 'static>(
+    state: &AppState,
+    query: impl FnOnce(&crate::decisions::DecisionLog) -> Result<T, String> + Send + 'static,
+) -> Result<T, ApiError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let log = state.inner.decision_log.as_ref().ok_or_else(|| {
+            ApiError::new(
+                "not-found",
+                "no decision log: set decision_log.path in the configuration",
+            )
+        })?;
+        query(log).map_err(|e| ApiError::new("log-unavailable", e))
     })
+    .await
+    .map_err(|e| ApiError::new("internal", e.to_string()))?
 }
 
 #[derive(Deserialize)]
@@ -868,10 +865,12 @@ struct DecisionsQuery {
 async fn list_decisions(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    uri: axum::http::Uri,
 ) -> Result<Json<Value>, ApiError> {
     caller.check(Action::Read, None)?;
-    let q: DecisionsQuery = serde_urlencoded_query(query.as_deref().unwrap_or(""))?;
+    let q: DecisionsQuery = axum::extract::Query::try_from_uri(&uri)
+        .map_err(|e| ApiError::new("invalid-request", e.body_text()))?
+        .0;
     if let Some(b) = &q.bundle {
         caller.check(Action::Read, Some(b))?;
     }
@@ -884,14 +883,7 @@ async fn list_decisions(
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
         scope: caller.scope().map(<[String]>::to_vec),
     };
-    let state2 = state.clone();
-    let (decisions, next) = tokio::task::spawn_blocking(move || {
-        decision_log(&state2)?
-            .query(&filter)
-            .map_err(|e| ApiError::new("log-unavailable", e))
-    })
-    .await
-    .map_err(|e| ApiError::new("internal", e.to_string()))??;
+    let (decisions, next) = with_log(&state, move |log| log.query(&filter)).await?;
     Ok(Json(json!({ "decisions": decisions, "next_cursor": next })))
 }
 
@@ -902,29 +894,11 @@ async fn get_decision(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.check(Action::Read, None)?;
-    let state2 = state.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        decision_log(&state2)?
-            .get(&id)
-            .map_err(|e| ApiError::new("log-unavailable", e))
-    })
-    .await
-    .map_err(|e| ApiError::new("internal", e.to_string()))??;
+    let found = with_log(&state, move |log| log.get(&id)).await?;
     found
         .filter(|d| d["bundle"].as_str().is_some_and(|b| caller.sees(b)))
         .map(Json)
         .ok_or_else(|| ApiError::new("not-found", "no such decision"))
-}
-
-/// A query string as `T` (`a=1&b=x`), percent-decoded; unknown keys refused.
-fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
-    axum::extract::Query::<T>::try_from_uri(
-        &format!("/?{query}")
-            .parse()
-            .map_err(|_| ApiError::new("invalid-request", "unreadable query string"))?,
-    )
-    .map(|q| q.0)
-    .map_err(|e| ApiError::new("invalid-request", e.body_text()))
 }
 
 async fn reload_config(
