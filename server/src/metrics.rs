@@ -36,7 +36,7 @@ struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
     bundle: String,
-    verdict: String,
+    verdict: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,10 +44,10 @@ struct RuleOutcome {
     bundle: String,
     rule: String,
     /// A verdict, or `error`.
-    verdict: String,
+    verdict: &'static str,
     /// The error kind, or empty.
-    error_kind: String,
-    cached: String,
+    error_kind: &'static str,
+    cached: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -475,7 +475,7 @@ impl Metrics {
         self.decisions
             .get_or_create(&DecisionLabels {
                 bundle: bundle.clone(),
-                verdict: result.verdict.as_str().to_owned(),
+                verdict: result.verdict.as_str(),
             })
             .inc();
         self.decision_duration
@@ -497,9 +497,9 @@ impl Metrics {
                 .get_or_create(&RuleOutcome {
                     bundle: bundle.clone(),
                     rule: rule.clone(),
-                    verdict: verdict.to_owned(),
-                    error_kind: error_kind.to_owned(),
-                    cached: eval.cached.to_string(),
+                    verdict,
+                    error_kind,
+                    cached: if eval.cached { "true" } else { "false" },
                 })
                 .inc();
             if !eval.cached {
