@@ -221,6 +221,9 @@ impl DecisionLog {
                 Err(LogError::Full(self.queue))
             }
             Err(TrySendError::Disconnected(_)) => {
+                // Counted, so a dead writer shows in the metrics (async mode would otherwise
+                // lose every decision with only a debug line).
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 Err(LogError::Write("the writer thread is gone".into()))
             }
         }
