@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bundle;
 pub mod cache;
 pub mod config;
+pub mod decisions;
 pub mod eval;
 pub mod serve;
 pub mod test;

@@ -51,6 +51,10 @@ enum Command {
     /// Creates API tokens.
     #[command(subcommand)]
     Token(cmd::token::Command),
+    /// Queries a decision-log file (the server's `decision_log.path`): list, show, stats,
+    /// compact.
+    #[command(subcommand)]
+    Decisions(cmd::decisions::Command),
     /// Checks a server configuration and prints the effective one, secrets redacted.
     #[command(subcommand)]
     Config(cmd::config::Command),
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Token(command) => cmd::token::run(command),
         Command::Config(command) => cmd::config::run(command),
+        Command::Decisions(command) => cmd::decisions::run(command),
     };
     match result {
         Ok(code) => code,

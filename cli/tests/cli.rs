@@ -708,3 +708,159 @@ fn serve_listens_answers_and_stops_on_sigterm() {
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
     assert_eq!(server.terminate(), Some(0), "a clean stop on SIGTERM");
 }
+
+/// `rulebox decisions` answers the server's queries on a log file, and `compact` applies
+/// retention: old detail goes, its rollups stay.
+#[test]
+fn decisions_lists_shows_aggregates_and_compacts_a_log_file() {
+    use rulebox_server::decisions::{DecisionLog, now_ms};
+    const DAY: u64 = 24 * 3600 * 1000;
+    let rt = rulebox_tests::rt();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("decisions.db");
+    let log_file = file.display().to_string();
+    rt.block_on(async {
+        let state = rulebox_server::AppState::new(rulebox_server::ServerConfig::default()).unwrap();
+        let bundle = state
+            .registry()
+            .load(&rulebox_tests::example_bundle("payments"))
+            .await
+            .unwrap();
+        let bundle = state.registry().get(&bundle.bundle).unwrap();
+        let log = DecisionLog::open(&rulebox_server::DecisionLogConfig {
+            path: Some(file.clone()),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        let now = now_ms();
+        for (i, (amount, age)) in [
+            (20, 0),
+            (20, 0),
+            (12_000, 0),
+            (20, 10 * DAY),
+            (12_000, 10 * DAY),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let input = rulebox::Input::from_value(serde_json::json!({
+                "order": {"amount": amount, "currency": "EUR"},
+                "customer": {"country": "DE", "age_days": 900, "verified": true}
+            }))
+            .unwrap();
+            let result = bundle.evaluate(&input).await.unwrap();
+            log.enqueue(
+                &format!("d{i}"),
+                now - age - i as u64,
+                &result,
+                input.value(),
+                Some(&format!("r{i}")),
+                "cli-test",
+            )
+            .unwrap();
+        }
+        while log.stats().written < 5 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    });
+
+    let list = |extra: &[&str]| {
+        let mut args = vec!["decisions", "list", "--log-file", &log_file, "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = rulebox(&args, None);
+        assert_eq!(code, 0, "{err}");
+        out["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["decision_id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list(&[]), ["d4", "d3", "d2", "d1", "d0"]);
+    assert_eq!(list(&["--verdict", "deny"]), ["d4", "d2"]);
+    assert_eq!(list(&["--since", "1d"]), ["d2", "d1", "d0"]);
+    let (code, one, err) = rulebox(&["decisions", "show", "--log-file", &log_file, "d2"], None);
+    assert_eq!(
+        (code, &one["verdict"], &one["request_id"]),
+        (0, &"deny".into(), &"r2".into()),
+        "{err}"
+    );
+    let (code, _, err) = rulebox(
+        &["decisions", "show", "--log-file", &log_file, "nope"],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no decision nope"), "{err}");
+
+    let stats = |extra: &[&str]| {
+        let mut args = vec![
+            "decisions",
+            "stats",
+            "--log-file",
+            &log_file,
+            "--group-by",
+            "verdict",
+            "--interval",
+            "1d",
+            "--since",
+            "30d",
+        ];
+        args.extend_from_slice(extra);
+        rulebox(&args, None)
+    };
+    let counts = |out: &serde_json::Value| {
+        let mut c: Vec<(String, u64)> = Vec::new();
+        for p in out["points"].as_array().unwrap() {
+            let v = p["verdict"].as_str().unwrap().to_owned();
+            match c.iter_mut().find(|(x, _)| *x == v) {
+                Some((_, n)) => *n += p["count"].as_u64().unwrap(),
+                None => c.push((v, p["count"].as_u64().unwrap())),
+            }
+        }
+        c.sort();
+        c
+    };
+    let (code, before, err) = stats(&["--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(counts(&before), [("allow".into(), 3), ("deny".into(), 2)]);
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_rulebox"))
+        .args([
+            "decisions",
+            "stats",
+            "--log-file",
+            &log_file,
+            "--group-by",
+            "rule",
+            "--since",
+            "1d",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("p99_us") && table.contains("sanctions"),
+        "{table}"
+    );
+
+    let (code, done, err) = rulebox(&["decisions", "compact", "--log-file", &log_file], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(done["deleted"]["detail"], 2, "{done}");
+    assert_eq!(list(&[]), ["d2", "d1", "d0"]);
+    let (_, after, _) = stats(&["--json"]);
+    assert_eq!(
+        counts(&after),
+        counts(&before),
+        "the rollups outlive the detail"
+    );
+
+    let (code, _, err) = stats(&["--interval", "30s"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("interval"), "{err}");
+    let (code, _, err) = rulebox(
+        &["decisions", "list", "--log-file", "/nonexistent/x.db"],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("no such decision-log file"), "{err}");
+}

@@ -247,6 +247,7 @@ pub fn router(state: AppState) -> Router {
         .route("/cache/invalidate", post(cache_invalidate))
         .route("/server/stats", get(server_stats))
         .route("/decisions", get(list_decisions))
+        .route("/decisions/stats", get(decision_stats))
         .route("/decisions/{id}", get(get_decision))
         .route("/admin/config/reload", post(reload_config))
         .layer(axum::middleware::from_fn_with_state(state.clone(), admit));
@@ -499,6 +500,7 @@ async fn decide<'a>(
     if let Some(log) = &state.inner.decision_log {
         match log.enqueue(
             &decision_id,
+            crate::decisions::now_ms(),
             &result,
             input.value(),
             request_id,
@@ -855,10 +857,27 @@ async fn with_log<T: Send + 'static>(
 struct DecisionsQuery {
     bundle: Option<String>,
     verdict: Option<String>,
-    since_ms: Option<u64>,
-    until_ms: Option<u64>,
+    rule: Option<String>,
+    error_kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
     cursor: Option<i64>,
     limit: Option<usize>,
+}
+
+/// The query string as `T`, or a 400 naming what is wrong.
+fn query_of<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+    axum::extract::Query::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::new("invalid-request", e.body_text()))
+}
+
+/// `since`/`until` as ms since the epoch.
+fn time_param(name: &str, value: Option<&str>, now: u64) -> Result<Option<u64>, ApiError> {
+    value
+        .map(|v| crate::decisions::parse_time(v, now))
+        .transpose()
+        .map_err(|e| ApiError::new("invalid-request", format!("{name}: {e}")))
 }
 
 /// `GET /v1/decisions`: newest first, filtered, paged (`next_cursor`).
@@ -868,23 +887,71 @@ async fn list_decisions(
     uri: axum::http::Uri,
 ) -> Result<Json<Value>, ApiError> {
     caller.check(Action::Read, None)?;
-    let q: DecisionsQuery = axum::extract::Query::try_from_uri(&uri)
-        .map_err(|e| ApiError::new("invalid-request", e.body_text()))?
-        .0;
+    let q: DecisionsQuery = query_of(&uri)?;
     if let Some(b) = &q.bundle {
         caller.check(Action::Read, Some(b))?;
     }
+    let now = crate::decisions::now_ms();
     let filter = crate::decisions::Filter {
+        since_ms: time_param("since", q.since.as_deref(), now)?,
+        until_ms: time_param("until", q.until.as_deref(), now)?,
         bundle: q.bundle,
         verdict: q.verdict,
-        since_ms: q.since_ms,
-        until_ms: q.until_ms,
+        rule: q.rule,
+        error_kind: q.error_kind,
         cursor: q.cursor,
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
         scope: caller.scope().map(<[String]>::to_vec),
     };
-    let (decisions, next) = with_log(&state, move |log| log.query(&filter)).await?;
+    let (decisions, next) = with_log(&state, move |log| log.reader().query(&filter)).await?;
     Ok(Json(json!({ "decisions": decisions, "next_cursor": next })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsParams {
+    group_by: Option<String>,
+    interval: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    bundle: Option<String>,
+    rule: Option<String>,
+}
+
+/// `GET /v1/decisions/stats`: series over time from the per-minute rollups, so they reach
+/// back past the detail's retention. Default: the last hour in 5-minute points.
+async fn decision_stats(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    uri: axum::http::Uri,
+) -> Result<Json<Value>, ApiError> {
+    caller.check(Action::Read, None)?;
+    let q: StatsParams = query_of(&uri)?;
+    if let Some(b) = &q.bundle {
+        caller.check(Action::Read, Some(b))?;
+    }
+    let now = crate::decisions::now_ms();
+    let bad = |e: String| ApiError::new("invalid-request", e);
+    let query = crate::decisions::StatsQuery {
+        since_ms: time_param("since", q.since.as_deref(), now)?.unwrap_or(now - 3_600_000),
+        until_ms: time_param("until", q.until.as_deref(), now)?.unwrap_or(now + 1),
+        interval_ms: q
+            .interval
+            .as_deref()
+            .map(crate::decisions::parse_interval)
+            .transpose()
+            .map_err(|e| bad(format!("interval: {e}")))?
+            .unwrap_or(300_000),
+        group_by: crate::decisions::GroupBy::parse_list(q.group_by.as_deref().unwrap_or(""))
+            .map_err(bad)?,
+        bundle: q.bundle,
+        rule: q.rule,
+        scope: caller.scope().map(<[String]>::to_vec),
+    };
+    // A bad interval or range is the caller's error, not the log's.
+    query.validate().map_err(bad)?;
+    let stats = with_log(&state, move |log| log.reader().stats(&query)).await?;
+    Ok(Json(stats))
 }
 
 /// `GET /v1/decisions/{id}`: 404 when unknown or outside the caller's scope.
@@ -894,7 +961,7 @@ async fn get_decision(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.check(Action::Read, None)?;
-    let found = with_log(&state, move |log| log.get(&id)).await?;
+    let found = with_log(&state, move |log| log.reader().get(&id)).await?;
     found
         .filter(|d| d["bundle"].as_str().is_some_and(|b| caller.sees(b)))
         .map(Json)

@@ -88,6 +88,14 @@ pub struct DecisionLogConfig {
     pub batch: usize,
     /// Input fields to mask before logging, by bundle name (`"*"`: every bundle).
     pub mask: std::collections::BTreeMap<String, Vec<Mask>>,
+    /// Days each decision's detail is kept. Every decision is also added to per-minute
+    /// rollups as it is written, so deleting detail loses no aggregate. Default 7.
+    pub retention_days: u32,
+    /// Days the per-minute rollups are kept (at least `retention_days`). Default 90.
+    pub rollup_days: u32,
+    /// How often the writer looks for expired rows, in milliseconds (it deletes them a
+    /// small batch at a time between writes). Default 60,000.
+    pub retention_check_ms: u64,
 }
 
 impl Default for DecisionLogConfig {
@@ -98,6 +106,9 @@ impl Default for DecisionLogConfig {
             queue: 10_000,
             batch: 512,
             mask: Default::default(),
+            retention_days: 7,
+            rollup_days: 90,
+            retention_check_ms: 60_000,
         }
     }
 }
@@ -467,6 +478,18 @@ impl ServerConfig {
         let log = &self.decision_log;
         if log.queue == 0 || log.batch == 0 {
             return Err("decision_log.queue and decision_log.batch: must be at least 1".into());
+        }
+        if log.retention_days == 0 {
+            return Err("decision_log.retention_days: must be at least 1".into());
+        }
+        if log.rollup_days < log.retention_days {
+            return Err(format!(
+                "decision_log.rollup_days: {} is less than retention_days ({}); rollups outlive the detail they summarize",
+                log.rollup_days, log.retention_days
+            ));
+        }
+        if log.retention_check_ms < 10 {
+            return Err("decision_log.retention_check_ms: must be at least 10".into());
         }
         for (bundle, masks) in &log.mask {
             for (i, m) in masks.iter().enumerate() {

@@ -3,32 +3,71 @@
 //! and counts, never blocks or grows); `sync` mode commits, with fsync, before the response
 //! is sent, so an acknowledged decision survives `kill -9`. Input fields are masked per
 //! bundle before they are queued; the entry records which.
+//!
+//! Each transaction also adds its decisions to per-minute rollups (counts by bundle,
+//! revision, rule, verdict and error kind; time and fuel sums and maxima; a latency
+//! histogram), so every decision is aggregated before its detail can be deleted. Between
+//! batches the same thread deletes detail older than `retention_days` and rollups older
+//! than `rollup_days`, a few thousand rows at a time: retention never holds the writer for
+//! longer than one small delete.
+//!
+//! [`LogReader`] answers the queries (`GET /v1/decisions`, `/v1/decisions/stats`, and
+//! `rulebox decisions` on a file).
+
+mod stats;
+
+pub use stats::{GroupBy, LATENCY_BOUNDS_US, StatsQuery};
 
 use crate::config::{DecisionLogConfig, LogMode, Mask, MaskAction};
 use rulebox::BundleResult;
-use rusqlite::{Connection, OptionalExtension, params_from_iter};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One rule's part of a decision, as logged and rolled up.
+#[derive(Serialize)]
+struct RuleRow {
+    #[serde(serialize_with = "str_of")]
+    rule: Arc<str>,
+    verdict: &'static str,
+    error_kind: Option<&'static str>,
+    fuel: u64,
+    wall_us: u64,
+    cached: bool,
+}
+
+fn str_of<S: serde::Serializer>(s: &Arc<str>, to: S) -> Result<S::Ok, S::Error> {
+    to.serialize_str(s)
+}
 
 /// One decision as logged.
-pub struct Entry {
+struct Entry {
     id: String,
     at_ms: u64,
     bundle: String,
     revision: String,
     request_id: Option<String>,
     subject: String,
-    verdict: String,
-    reasons: String,
+    verdict: &'static str,
+    reasons: Vec<String>,
     input: String,
-    masked: String,
-    rules: String,
+    masked: Vec<String>,
+    rules: Vec<RuleRow>,
     wall_us: u64,
 }
 
@@ -62,6 +101,8 @@ pub struct LogStats {
     pub failed: u64,
     /// Entries waiting for the writer now.
     pub queued: u64,
+    /// Detail rows deleted by retention (after they were rolled up).
+    pub pruned: u64,
 }
 
 #[derive(Default)]
@@ -70,6 +111,7 @@ struct Counters {
     dropped: AtomicU64,
     failed: AtomicU64,
     queued: AtomicU64,
+    pruned: AtomicU64,
 }
 
 /// Why a decision could not be logged.
@@ -91,7 +133,7 @@ pub struct DecisionLog {
     masks: std::collections::BTreeMap<String, Vec<Mask>>,
     counters: Arc<Counters>,
     /// For queries (WAL lets it read while the writer writes).
-    reader: Mutex<Connection>,
+    reader: LogReader,
 }
 
 const SCHEMA: &str = "
@@ -111,12 +153,36 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE INDEX IF NOT EXISTS decisions_bundle_at ON decisions (bundle, at_ms);
 CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at_ms);
+-- One row per minute and (bundle, revision, rule, verdict, error kind); rule '' is the
+-- bundle's final decision. h0..h15 count wall times by LATENCY_BOUNDS_US.
+CREATE TABLE IF NOT EXISTS rollups (
+    minute INTEGER NOT NULL,
+    bundle TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    error_kind TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    cached INTEGER NOT NULL,
+    wall_us_sum INTEGER NOT NULL,
+    wall_us_max INTEGER NOT NULL,
+    fuel_sum INTEGER NOT NULL,
+    fuel_max INTEGER NOT NULL,
+    h0 INTEGER NOT NULL, h1 INTEGER NOT NULL, h2 INTEGER NOT NULL, h3 INTEGER NOT NULL,
+    h4 INTEGER NOT NULL, h5 INTEGER NOT NULL, h6 INTEGER NOT NULL, h7 INTEGER NOT NULL,
+    h8 INTEGER NOT NULL, h9 INTEGER NOT NULL, h10 INTEGER NOT NULL, h11 INTEGER NOT NULL,
+    h12 INTEGER NOT NULL, h13 INTEGER NOT NULL, h14 INTEGER NOT NULL, h15 INTEGER NOT NULL,
+    UNIQUE (minute, bundle, revision, rule, verdict, error_kind)
+);
 ";
 
 fn open(path: &Path, mode: LogMode) -> Result<Connection, String> {
     let at = |e: rusqlite::Error| format!("decision_log.path {}: {e}", path.display());
     let conn = Connection::open(path).map_err(at)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
+    conn.busy_timeout(Duration::from_secs(5)).map_err(at)?;
+    // Before the first table exists, so that retention can hand pages back to the file
+    // system (`incremental_vacuum`); a no-op on an existing file.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
         .map_err(at)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(at)?;
@@ -131,6 +197,85 @@ fn open(path: &Path, mode: LogMode) -> Result<Connection, String> {
     Ok(conn)
 }
 
+/// How long rows are kept.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Detail rows older than this are deleted (they are already rolled up).
+    pub detail_ms: u64,
+    /// Rollups older than this are deleted.
+    pub rollup_ms: u64,
+}
+
+impl Retention {
+    /// The retention `config` asks for.
+    pub fn of(config: &DecisionLogConfig) -> Retention {
+        const DAY_MS: u64 = 24 * 3600 * 1000;
+        Retention {
+            detail_ms: config.retention_days as u64 * DAY_MS,
+            rollup_ms: config.rollup_days as u64 * DAY_MS,
+        }
+    }
+}
+
+/// Rows deleted per retention step: small enough that a step holds the writer for a few
+/// milliseconds (measured: `benches/decision_log.rs`).
+pub const RETAIN_BATCH: usize = 500;
+
+/// Deletes one batch of expired rows (detail first, then rollups) and hands the freed
+/// pages back; returns how many detail and rollup rows went.
+fn retain_step(
+    conn: &Connection,
+    retention: Retention,
+    now_ms: u64,
+) -> rusqlite::Result<(usize, usize)> {
+    let cutoff = |keep: u64| now_ms.saturating_sub(keep) as i64;
+    let detail = conn.execute(
+        "DELETE FROM decisions WHERE rowid IN (SELECT rowid FROM decisions WHERE at_ms < ?1 LIMIT ?2)",
+        rusqlite::params![cutoff(retention.detail_ms), RETAIN_BATCH as i64],
+    )?;
+    let rollups = if detail < RETAIN_BATCH {
+        conn.execute(
+            "DELETE FROM rollups WHERE rowid IN (SELECT rowid FROM rollups WHERE minute < ?1 LIMIT ?2)",
+            rusqlite::params![cutoff(retention.rollup_ms) / 60_000, RETAIN_BATCH as i64],
+        )?
+    } else {
+        0
+    };
+    if detail + rollups > 0 {
+        run_to_end(conn, "PRAGMA incremental_vacuum(512)")?;
+    }
+    Ok((detail, rollups))
+}
+
+/// Steps a statement until it is done: `incremental_vacuum` frees one page per step, and
+/// rusqlite's `execute_batch` and `query_row` step once.
+fn run_to_end(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
+/// Applies `retention` to the file at `path` until nothing is left to delete (what the
+/// server's writer does a batch at a time), then hands the free pages back. Returns the
+/// detail and rollup rows deleted. For `rulebox decisions compact` and tests.
+pub fn compact(path: &Path, retention: Retention, now_ms: u64) -> Result<(u64, u64), String> {
+    let conn = open(path, LogMode::Async)?;
+    conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+    let (mut detail, mut rollups) = (0u64, 0u64);
+    loop {
+        let (d, r) = retain_step(&conn, retention, now_ms).map_err(|e| e.to_string())?;
+        detail += d as u64;
+        rollups += r as u64;
+        if d < RETAIN_BATCH && r < RETAIN_BATCH {
+            break;
+        }
+    }
+    run_to_end(&conn, "PRAGMA incremental_vacuum").map_err(|e| e.to_string())?;
+    run_to_end(&conn, "PRAGMA wal_checkpoint(TRUNCATE)").map_err(|e| e.to_string())?;
+    Ok((detail, rollups))
+}
+
 impl DecisionLog {
     /// Opens (or creates) the file and starts the writer thread. The thread ends when the
     /// log is dropped, after writing what is queued.
@@ -142,13 +287,20 @@ impl DecisionLog {
         writer
             .execute_batch(SCHEMA)
             .map_err(|e| format!("decision_log.path {}: {e}", path.display()))?;
-        let reader = open(path, config.mode)?;
+        let reader = LogReader {
+            conn: Mutex::new(open(path, config.mode)?),
+        };
         let (sender, receiver) = std::sync::mpsc::sync_channel(config.queue);
         let counters = Arc::new(Counters::default());
-        let (thread_counters, batch) = (counters.clone(), config.batch);
+        let job = Writer {
+            batch: config.batch,
+            retention: Retention::of(config),
+            every: Duration::from_millis(config.retention_check_ms),
+            counters: counters.clone(),
+        };
         std::thread::Builder::new()
             .name("decision-log".into())
-            .spawn(move || write_loop(writer, receiver, batch, &thread_counters))
+            .spawn(move || job.run(writer, receiver))
             .map_err(|e| format!("decision log: cannot start its writer: {e}"))?;
         Ok(Some(DecisionLog {
             sender,
@@ -156,23 +308,25 @@ impl DecisionLog {
             queue: config.queue,
             masks: config.mask.clone(),
             counters,
-            reader: Mutex::new(reader),
+            reader,
         }))
     }
 
-    /// Queues a decision for the log. In sync mode it returns the commit to await before the
-    /// decision is acknowledged (several queued at once share a transaction). A full queue
-    /// is counted as a drop in async mode; in sync mode it is the caller's error to answer.
+    /// Queues a decision made at `at_ms` for the log. In sync mode it returns the commit to
+    /// await before the decision is acknowledged (several queued at once share a
+    /// transaction). A full queue is counted as a drop in async mode; in sync mode it is the
+    /// caller's error to answer.
     pub fn enqueue(
         &self,
         id: &str,
+        at_ms: u64,
         result: &BundleResult,
         input: &Value,
         request_id: Option<&str>,
         subject: &str,
     ) -> Result<Option<Commit>, LogError> {
         let (input, masked) = self.mask(&result.bundle, input);
-        let rules: Vec<Value> = result
+        let rules = result
             .rules
             .iter()
             .map(|e| {
@@ -180,26 +334,28 @@ impl DecisionLog {
                     Ok(d) => (d.verdict.as_str(), None),
                     Err(err) => ("error", Some(err.kind().as_str())),
                 };
-                json!({
-                    "rule": &*e.rule, "verdict": verdict, "error_kind": error_kind,
-                    "fuel": e.metering.fuel, "wall_us": e.metering.wall_us, "cached": e.cached,
-                })
+                RuleRow {
+                    rule: e.rule.clone(),
+                    verdict,
+                    error_kind,
+                    fuel: e.metering.fuel,
+                    wall_us: e.metering.wall_us,
+                    cached: e.cached,
+                }
             })
             .collect();
         let entry = Entry {
             id: id.to_owned(),
-            at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            at_ms,
             bundle: result.bundle.clone(),
             revision: result.revision.clone(),
             request_id: request_id.map(str::to_owned),
             subject: subject.to_owned(),
-            verdict: result.verdict.as_str().to_owned(),
-            reasons: serde_json::to_string(&result.reasons).unwrap_or_default(),
+            verdict: result.verdict.as_str(),
+            reasons: result.reasons.clone(),
             input: input.to_string(),
-            masked: serde_json::to_string(&masked).unwrap_or_default(),
-            rules: Value::Array(rules).to_string(),
+            masked,
+            rules,
             wall_us: result.wall_us,
         };
         let (ack, commit) = match self.mode {
@@ -270,14 +426,61 @@ impl DecisionLog {
             dropped: c.dropped.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             queued: c.queued.load(Ordering::Relaxed),
+            pruned: c.pruned.load(Ordering::Relaxed),
         }
+    }
+
+    /// The queries.
+    pub fn reader(&self) -> &LogReader {
+        &self.reader
+    }
+}
+
+/// Queries on a decision-log file: the server's (while it writes), or one opened read-only.
+pub struct LogReader {
+    conn: Mutex<Connection>,
+}
+
+const COLUMNS: &str = "rowid, id, at_ms, bundle, revision, request_id, subject, verdict, reasons, input, masked, rules, wall_us";
+
+impl LogReader {
+    /// Opens an existing log file read-only.
+    pub fn open(path: &Path) -> Result<LogReader, String> {
+        let at = |e: rusqlite::Error| format!("{}: {e}", path.display());
+        if !path.is_file() {
+            return Err(format!("{}: no such decision-log file", path.display()));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(at)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(at)?;
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('decisions', 'rollups')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| format!("{}: not a decision log: {e}", path.display()))?;
+        if tables != 2 {
+            return Err(format!(
+                "{}: not a decision log (no `decisions` and `rollups` tables)",
+                path.display()
+            ));
+        }
+        Ok(LogReader {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Decisions, newest first, matching `filter`; with the cursor for the next page.
     pub fn query(&self, filter: &Filter) -> Result<(Vec<Value>, Option<i64>), String> {
-        let mut sql = String::from(
-            "SELECT rowid, id, at_ms, bundle, revision, request_id, subject, verdict, reasons, input, masked, rules, wall_us FROM decisions WHERE 1=1",
-        );
+        let mut sql = format!("SELECT {COLUMNS} FROM decisions WHERE 1=1");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         let mut push = |clause: &str, v: rusqlite::types::Value| {
             sql.push_str(clause);
@@ -298,19 +501,26 @@ impl DecisionLog {
         if let Some(c) = filter.cursor {
             push(" AND rowid < ?", c.into());
         }
-        match &filter.scope {
-            None => {}
-            Some(scope) if scope.is_empty() => sql.push_str(" AND 0"),
-            Some(scope) => {
-                sql.push_str(" AND bundle IN (");
-                sql.push_str(&vec!["?"; scope.len()].join(","));
+        // A rule and an error kind: the same rule of the decision must match both.
+        match (&filter.rule, &filter.error_kind) {
+            (None, None) => {}
+            (rule, kind) => {
+                sql.push_str(" AND EXISTS (SELECT 1 FROM json_each(decisions.rules) r WHERE 1=1");
+                if let Some(rule) = rule {
+                    sql.push_str(" AND json_extract(r.value, '$.rule') = ?");
+                    args.push(rule.clone().into());
+                }
+                if let Some(kind) = kind {
+                    sql.push_str(" AND json_extract(r.value, '$.error_kind') = ?");
+                    args.push(kind.clone().into());
+                }
                 sql.push(')');
-                args.extend(scope.iter().map(|b| b.clone().into()));
             }
         }
+        scope_clause(&mut sql, &mut args, filter.scope.as_deref());
         sql.push_str(" ORDER BY rowid DESC LIMIT ?");
         args.push((filter.limit as i64).into());
-        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = self.conn();
         let mut stmt = conn.prepare_cached(&sql).map_err(|e| e.to_string())?;
         let rows = stmt
             .query_map(params_from_iter(args), |r| {
@@ -327,14 +537,50 @@ impl DecisionLog {
 
     /// One decision by id.
     pub fn get(&self, id: &str) -> Result<Option<Value>, String> {
-        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        conn.query_row(
-            "SELECT rowid, id, at_ms, bundle, revision, request_id, subject, verdict, reasons, input, masked, rules, wall_us FROM decisions WHERE id = ?",
-            [id],
-            row_json,
-        )
-        .optional()
-        .map_err(|e| e.to_string())
+        self.conn()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM decisions WHERE id = ?"),
+                [id],
+                row_json,
+            )
+            .optional()
+            .map_err(|e| e.to_string())
+    }
+
+    /// How many detail and rollup rows the file holds.
+    pub fn rows(&self) -> Result<(u64, u64), String> {
+        let conn = self.conn();
+        let count = |table: &str| {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(|e| e.to_string())
+        };
+        Ok((count("decisions")?, count("rollups")?))
+    }
+
+    /// Aggregates over time from the rollups (see [`StatsQuery`]).
+    pub fn stats(&self, query: &StatsQuery) -> Result<Value, String> {
+        stats::run(&self.conn(), query)
+    }
+}
+
+/// `AND bundle IN (...)` for a scoped caller (no bundles: nothing).
+fn scope_clause(
+    sql: &mut String,
+    args: &mut Vec<rusqlite::types::Value>,
+    scope: Option<&[String]>,
+) {
+    match scope {
+        None => {}
+        Some([]) => sql.push_str(" AND 0"),
+        Some(scope) => {
+            sql.push_str(" AND bundle IN (");
+            sql.push_str(&vec!["?"; scope.len()].join(","));
+            sql.push(')');
+            args.extend(scope.iter().map(|b| b.clone().into()));
+        }
     }
 }
 
@@ -345,6 +591,10 @@ pub struct Filter {
     pub bundle: Option<String>,
     /// Only this final verdict.
     pub verdict: Option<String>,
+    /// Only decisions in which this rule took part.
+    pub rule: Option<String>,
+    /// Only decisions in which a rule (`rule`, if given) failed with this error kind.
+    pub error_kind: Option<String>,
     /// From this time (ms since the epoch).
     pub since_ms: Option<u64>,
     /// Before this time.
@@ -375,36 +625,101 @@ fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     }))
 }
 
-/// The writer: takes what is queued (up to `batch`), writes it in one transaction, acks.
-fn write_loop(mut conn: Connection, receiver: Receiver<Queued>, batch: usize, c: &Counters) {
-    while let Ok(first) = receiver.recv() {
-        let mut items = vec![first];
-        while items.len() < batch {
-            match receiver.try_recv() {
-                Ok(q) => items.push(q),
-                Err(_) => break,
+/// The writer thread's settings.
+struct Writer {
+    batch: usize,
+    retention: Retention,
+    /// How often retention looks for expired rows when the last look found none.
+    every: Duration,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    /// Takes what is queued (up to `batch`), writes it in one transaction, acks; between
+    /// batches, deletes one batch of expired rows when retention is due.
+    fn run(self, conn: Connection, receiver: Receiver<Queued>) {
+        let c = &self.counters;
+        let mut due = Instant::now();
+        loop {
+            let wait = due.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(wait) {
+                Ok(first) => {
+                    let mut items = vec![first];
+                    while items.len() < self.batch {
+                        match receiver.try_recv() {
+                            Ok(q) => items.push(q),
+                            Err(_) => break,
+                        }
+                    }
+                    c.queued.fetch_sub(items.len() as u64, Ordering::Relaxed);
+                    let result = write(&conn, &items);
+                    let n = items.len() as u64;
+                    match &result {
+                        Ok(()) => c.written.fetch_add(n, Ordering::Relaxed),
+                        Err(e) => {
+                            tracing::error!("decision log: {n} entries not written: {e}");
+                            c.failed.fetch_add(n, Ordering::Relaxed)
+                        }
+                    };
+                    for q in items {
+                        if let Some(ack) = q.ack {
+                            let _ = ack.send(result.clone());
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-        }
-        c.queued.fetch_sub(items.len() as u64, Ordering::Relaxed);
-        let result = write(&mut conn, &items);
-        let n = items.len() as u64;
-        match &result {
-            Ok(()) => c.written.fetch_add(n, Ordering::Relaxed),
-            Err(e) => {
-                tracing::error!("decision log: {n} entries not written: {e}");
-                c.failed.fetch_add(n, Ordering::Relaxed)
-            }
-        };
-        for q in items {
-            if let Some(ack) = q.ack {
-                let _ = ack.send(result.clone());
+            if Instant::now() >= due {
+                due = match retain_step(&conn, self.retention, now_ms()) {
+                    Ok((detail, rollups)) => {
+                        c.pruned.fetch_add(detail as u64, Ordering::Relaxed);
+                        if detail == RETAIN_BATCH || rollups == RETAIN_BATCH {
+                            // More to delete: the next batch after the next write.
+                            Instant::now()
+                        } else {
+                            Instant::now() + self.every
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("decision log: retention failed (retried later): {e}");
+                        Instant::now() + self.every
+                    }
+                };
             }
         }
     }
 }
 
-fn write(conn: &mut Connection, items: &[Queued]) -> Result<(), String> {
-    let tx = conn.transaction().map_err(|e| e.to_string())?;
+/// One rollup row's running totals.
+#[derive(Default)]
+struct Agg {
+    count: u64,
+    cached: u64,
+    wall_sum: u64,
+    wall_max: u64,
+    fuel_sum: u64,
+    fuel_max: u64,
+    hist: [u64; stats::BUCKETS],
+}
+
+impl Agg {
+    fn add(&mut self, wall_us: u64, fuel: u64, cached: bool) {
+        self.count += 1;
+        self.cached += cached as u64;
+        self.wall_sum += wall_us;
+        self.wall_max = self.wall_max.max(wall_us);
+        self.fuel_sum += fuel;
+        self.fuel_max = self.fuel_max.max(fuel);
+        self.hist[stats::bucket(wall_us)] += 1;
+    }
+}
+
+type Key<'a> = (i64, &'a str, &'a str, &'a str, &'a str, &'a str);
+
+fn write(conn: &Connection, items: &[Queued]) -> Result<(), String> {
+    let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
+    let mut rollups: HashMap<Key<'_>, Agg> = HashMap::new();
     {
         let mut stmt = tx
             .prepare_cached(
@@ -413,22 +728,68 @@ fn write(conn: &mut Connection, items: &[Queued]) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         for q in items {
             let e = &q.entry;
-            stmt.execute(rusqlite::params![
-                e.id,
-                e.at_ms as i64,
-                e.bundle,
-                e.revision,
-                e.request_id,
-                e.subject,
-                e.verdict,
-                e.reasons,
-                e.input,
-                e.masked,
-                e.rules,
-                e.wall_us as i64,
-            ])
-            .map_err(|e| e.to_string())?;
+            let inserted = stmt
+                .execute(rusqlite::params![
+                    e.id,
+                    e.at_ms as i64,
+                    e.bundle,
+                    e.revision,
+                    e.request_id,
+                    e.subject,
+                    e.verdict,
+                    serde_json::to_string(&e.reasons).unwrap_or_default(),
+                    e.input,
+                    serde_json::to_string(&e.masked).unwrap_or_default(),
+                    serde_json::to_string(&e.rules).unwrap_or_default(),
+                    e.wall_us as i64,
+                ])
+                .map_err(|e| e.to_string())?;
+            if inserted == 0 {
+                continue; // a replayed id: already counted
+            }
+            let minute = (e.at_ms / 60_000) as i64;
+            let key = |rule, verdict, kind| (minute, &*e.bundle, &*e.revision, rule, verdict, kind);
+            let fuel: u64 = e.rules.iter().map(|r| r.fuel).sum();
+            let all_cached = !e.rules.is_empty() && e.rules.iter().all(|r| r.cached);
+            rollups
+                .entry(key("", e.verdict, ""))
+                .or_default()
+                .add(e.wall_us, fuel, all_cached);
+            for r in &e.rules {
+                rollups
+                    .entry(key(&r.rule, r.verdict, r.error_kind.unwrap_or("")))
+                    .or_default()
+                    .add(r.wall_us, r.fuel, r.cached);
+            }
         }
     }
+    stats::upsert(&tx, rollups).map_err(|e| e.to_string())?;
     tx.commit().map_err(|e| e.to_string())
+}
+
+/// A point in time as the queries take it: ms since the epoch (`1763800000000`), RFC 3339
+/// (`2026-11-22T10:00:00Z`), or a duration ago (`15m`, `2h`, `7d`).
+pub fn parse_time(s: &str, now_ms: u64) -> Result<u64, String> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .map_err(|_| format!("`{s}` is before 1970"));
+    }
+    humantime::parse_duration(s)
+        .map(|d| now_ms.saturating_sub(d.as_millis() as u64))
+        .map_err(|_| {
+            format!("`{s}` is not a time: give ms since the epoch, RFC 3339, or a duration ago (15m, 2h, 7d)")
+        })
+}
+
+/// A width of time (`5m`, `1h`), in ms.
+pub fn parse_interval(s: &str) -> Result<u64, String> {
+    humantime::parse_duration(s.trim())
+        .map(|d| d.as_millis() as u64)
+        .map_err(|e| format!("`{s}` is not a duration (5m, 1h): {e}"))
 }

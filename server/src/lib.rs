@@ -13,7 +13,8 @@
 //! - `limits`: per-credential rate limits (token buckets) and the rejection counters.
 //! - `metrics`: the Prometheus metrics (`GET /metrics`).
 //! - `poll`: bundles polled from URLs with ETags, the last good archive kept on disk.
-//! - `decisions`: the decision log (SQLite, one writer thread, async or sync).
+//! - [`decisions`]: the decision log (SQLite, one writer thread, async or sync), its
+//!   per-minute rollups and retention, and the queries (also used by `rulebox decisions`).
 //! - `error`: [`ApiError`], the one place a kind becomes a status code.
 
 #![deny(missing_docs)]
@@ -21,7 +22,7 @@
 mod api;
 mod auth;
 mod config;
-mod decisions;
+pub mod decisions;
 mod error;
 mod limits;
 mod metrics;

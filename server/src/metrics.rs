@@ -239,12 +239,13 @@ impl Collector for Scraped {
             family(
                 &mut e,
                 "decision_log_entries",
-                "Decision-log entries, by result (written, dropped, failed)",
+                "Decision-log entries, by result (written, dropped, failed; pruned: detail deleted by retention after it was rolled up)",
                 None,
                 &[
                     (result("written"), ConstCounter::new(log.written)),
                     (result("dropped"), ConstCounter::new(log.dropped)),
                     (result("failed"), ConstCounter::new(log.failed)),
+                    (result("pruned"), ConstCounter::new(log.pruned)),
                 ],
             )?;
             single(

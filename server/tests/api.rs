@@ -1387,6 +1387,92 @@ fn decisions_are_logged_masked_and_queryable_within_scope() {
         None,
     );
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    // Filters on the rules: every decision ran `amount-limit`; none failed.
+    let get = |uri: &str, who: &str| {
+        let (s, v, _) = api.call("GET", uri, Some(who), Body::empty(), None);
+        (s, v)
+    };
+    let (_, by_rule) = get("/v1/decisions?rule=amount-limit&since=1h", "viewer");
+    assert_eq!(by_rule["decisions"].as_array().unwrap().len(), 5);
+    let (_, by_kind) = get("/v1/decisions?error_kind=timeout", "viewer");
+    assert_eq!(by_kind["decisions"], json!([]));
+    let (_, future) = get("/v1/decisions?since=2999-01-01T00:00:00Z", "viewer");
+    assert_eq!(future["decisions"], json!([]));
+    let (s, e) = get("/v1/decisions?since=yesterday-ish", "viewer");
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("since"),
+        "{e}"
+    );
+
+    // Statistics from the rollups: of decisions by default, of rule evaluations by rule.
+    let (s, st) = get(
+        "/v1/decisions/stats?group_by=verdict&interval=1h&since=1h",
+        "viewer",
+    );
+    assert_eq!(s, StatusCode::OK, "{st}");
+    assert_eq!(st["of"], "decisions");
+    let total: u64 = st["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 5, "{st}");
+    assert!(
+        st["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["verdict"] == "allow")
+    );
+    let p = &st["points"][0];
+    assert!(p["wall_us"]["p99"].as_u64().unwrap() <= p["wall_us"]["max"].as_u64().unwrap());
+    assert!(p["fuel"]["sum"].as_u64().unwrap() > 0, "{p}");
+    let (_, st) = get(
+        "/v1/decisions/stats?group_by=rule,verdict&interval=1h",
+        "viewer",
+    );
+    assert_eq!(st["of"], "rule-evaluations");
+    let mut per_rule: Vec<(String, u64)> = st["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["rule"].as_str().unwrap().to_owned(),
+                p["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    per_rule.sort();
+    // (A decision made across an hour boundary would split a rule's count in two points.)
+    let mut merged: std::collections::BTreeMap<String, u64> = Default::default();
+    for (r, n) in per_rule {
+        *merged.entry(r).or_default() += n;
+    }
+    assert_eq!(
+        merged.into_iter().collect::<Vec<_>>(),
+        [
+            ("amount-limit".into(), 5),
+            ("risk".into(), 5),
+            ("sanctions".into(), 5)
+        ]
+    );
+    for bad in [
+        "/v1/decisions/stats?interval=30s",
+        "/v1/decisions/stats?group_by=colour",
+        "/v1/decisions/stats?since=1h&until=2h",
+    ] {
+        let (s, e) = get(bad, "viewer");
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
+    }
+    let (_, scoped) = get("/v1/decisions/stats?group_by=bundle", "scoped-viewer");
+    assert_eq!(
+        scoped["points"],
+        json!([]),
+        "scope applies to statistics too"
+    );
     // Evaluators cannot read the log.
     let (s, _, _) = api.call(
         "GET",
@@ -1454,4 +1540,121 @@ fn a_sync_batch_answers_only_committed_decisions() {
             .unwrap();
         assert_eq!(n, 1, "{id} answered ok but not committed");
     }
+}
+
+/// Retention: detail past `retention_days` is deleted by the writer (in batches, between
+/// writes) after it was rolled up, so statistics still count it; rollups past
+/// `rollup_days` go too.
+#[test]
+fn old_detail_is_rolled_up_before_retention_deletes_it() {
+    use rulebox_server::DecisionLogConfig;
+    use rulebox_server::decisions::{DecisionLog, GroupBy, StatsQuery, now_ms};
+    const DAY: u64 = 24 * 3600 * 1000;
+    let api = Api::with_payments();
+    let bundle = api.state.registry().get("payments").unwrap();
+    let eval = |amount: u64| {
+        let mut input = order();
+        input["order"]["amount"] = amount.into();
+        let input = rulebox::Input::from_value(input).unwrap();
+        let result = api.rt.block_on(bundle.evaluate(&input)).unwrap();
+        (result, input)
+    };
+    let (allow, allow_input) = eval(20);
+    let (deny, deny_input) = eval(12_000);
+    assert_eq!(
+        (allow.verdict.as_str(), deny.verdict.as_str()),
+        ("allow", "deny")
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.db");
+    let config = DecisionLogConfig {
+        path: Some(path.clone()),
+        retention_days: 7,
+        rollup_days: 30,
+        retention_check_ms: 20,
+        ..DecisionLogConfig::default()
+    };
+    let log = DecisionLog::open(&config).unwrap().unwrap();
+    let now = now_ms();
+    // Enough ten-day-old rows that retention needs several batches.
+    let mut n = 0;
+    let mut put = |at: u64, (result, input): (&rulebox::BundleResult, &rulebox::Input)| {
+        n += 1;
+        // A full queue here would be the test's fault: it queues at most the queue size.
+        log.enqueue(&format!("d{n}"), at, result, input.value(), None, "test")
+            .unwrap();
+    };
+    for i in 0..6000u64 {
+        let pair = if i % 3 == 0 {
+            (&deny, &deny_input)
+        } else {
+            (&allow, &allow_input)
+        };
+        put(now - 10 * DAY + i, pair);
+    }
+    for i in 0..10 {
+        put(now - 40 * DAY + i, (&deny, &deny_input));
+    }
+    for i in 0..5 {
+        put(now - i, (&allow, &allow_input));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while log.stats().pruned < 6010 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let stats = log.stats();
+    assert_eq!(
+        (stats.written, stats.pruned, stats.failed),
+        (6015, 6010, 0),
+        "{stats:?}"
+    );
+
+    let reader = log.reader();
+    let all = rulebox_server::decisions::Filter {
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        reader.query(&all).unwrap().0.len(),
+        5,
+        "only the recent detail is left"
+    );
+    let per_day = reader
+        .stats(&StatsQuery {
+            since_ms: now - 60 * DAY,
+            until_ms: now + 1,
+            interval_ms: DAY,
+            group_by: vec![GroupBy::Verdict],
+            bundle: None,
+            rule: None,
+            scope: None,
+        })
+        .unwrap();
+    let counts: Vec<(String, u64)> = per_day["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["verdict"].as_str().unwrap().to_owned(),
+                p["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // The ten-day-old day survives as rollups (2000 deny, 4000 allow); the forty-day-old
+    // rollups are gone; today's 5 are there. (A day boundary inside `now - i` ms would
+    // split today's point, hence the sum.)
+    let sum = |v: &str| {
+        counts
+            .iter()
+            .filter(|(x, _)| x == v)
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    assert_eq!((sum("deny"), sum("allow")), (2000, 4005), "{per_day}");
+    drop(log);
+    // The same file read by another process's reader (what `rulebox decisions` does).
+    let again = rulebox_server::decisions::LogReader::open(&path).unwrap();
+    assert_eq!(again.query(&all).unwrap().0.len(), 5);
 }
