@@ -68,6 +68,13 @@ struct Inner {
     metrics: Arc<crate::metrics::Metrics>,
     /// The audit trail, when configured.
     decision_log: Option<crate::decisions::DecisionLog>,
+    /// Recent traffic, for the health score and the alerts.
+    window: crate::health::Window,
+    /// Bundle loads that failed since the start.
+    failed_loads: AtomicU64,
+    /// When the server started (ms since the epoch).
+    started_ms: u64,
+    alerts: crate::alerts::Alerts,
 }
 
 impl AppState {
@@ -102,6 +109,9 @@ impl AppState {
         ));
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let decision_log = crate::decisions::DecisionLog::open(&config.decision_log)?;
+        let window = crate::health::Window::new(config.health.window_s);
+        let alerts =
+            crate::alerts::Alerts::open(&config.alerts, config.decision_log.path.as_deref())?;
         let mut id = [0u8; 4];
         getrandom::fill(&mut id).map_err(|e| e.to_string())?;
         let state = AppState {
@@ -115,12 +125,23 @@ impl AppState {
                 poller,
                 metrics,
                 decision_log,
+                window,
+                failed_loads: AtomicU64::new(0),
+                started_ms: crate::decisions::now_ms(),
+                alerts,
             }),
         };
         let weak = Arc::downgrade(&state.inner);
         state.inner.metrics.read_on_scrape(move || {
             let inner = weak.upgrade()?;
+            let state = AppState { inner };
+            let health = state.health();
+            let live = state.live();
+            let firing = state.inner.alerts.firing(&live.config.alerts.rules);
+            let inner = &state.inner;
             Some(crate::metrics::Snapshot {
+                health: Some(health),
+                alerts_firing: firing,
                 cache: inner.cache.stats(),
                 engine: inner.registry.engine().stats(),
                 log: inner.decision_log.as_ref().map(|l| l.stats()),
@@ -132,19 +153,54 @@ impl AppState {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             // Bundle activations and failed loads, as the registry reports them.
             let mut events = state.inner.registry.subscribe();
-            let metrics = Arc::downgrade(&state.inner.metrics);
+            let weak = Arc::downgrade(&state.inner);
             runtime.spawn(async move {
                 use tokio::sync::broadcast::error::RecvError;
                 loop {
                     match events.recv().await {
-                        Ok(event) => match metrics.upgrade() {
-                            Some(m) => m.registry_event(&event),
+                        Ok(event) => match weak.upgrade() {
+                            Some(inner) => {
+                                if matches!(event, rulebox::RegistryEvent::LoadFailed { .. }) {
+                                    inner.failed_loads.fetch_add(1, Ordering::Relaxed);
+                                }
+                                inner.metrics.registry_event(&event);
+                            }
                             None => break,
                         },
                         Err(RecvError::Lagged(n)) => {
                             tracing::warn!("metrics missed {n} registry events");
                         }
                         Err(RecvError::Closed) => break,
+                    }
+                }
+            });
+            // The host counters into the health window, every slot; the alert rules, every
+            // `alerts.interval_ms` (read at each tick, so a reload applies).
+            let weak = Arc::downgrade(&state.inner);
+            let slot = Duration::from_millis(state.inner.window.slot_ms());
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(slot);
+                let mut next_alerts = std::time::Instant::now();
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { break };
+                    let state = AppState { inner };
+                    let now = crate::decisions::now_ms();
+                    state.inner.window.sample(now, state.host_counters());
+                    if std::time::Instant::now() >= next_alerts {
+                        let live = state.live();
+                        let interval = Duration::from_millis(live.config.alerts.interval_ms);
+                        next_alerts = std::time::Instant::now() + interval;
+                        if !live.config.alerts.rules.is_empty() {
+                            let rules = &live.config.alerts.rules;
+                            // SQLite writes on transitions: off the async workers.
+                            let for_alerts = state.clone();
+                            let rules = rules.clone();
+                            let _ = tokio::task::spawn_blocking(move || {
+                                for_alerts.evaluate_alerts(&rules, now);
+                            })
+                            .await;
+                        }
                     }
                 }
             });
@@ -209,6 +265,15 @@ impl AppState {
             ("listen", new.listen == old.config.listen),
             ("cache", new.cache == old.config.cache),
             ("decision_log", new.decision_log == old.config.decision_log),
+            (
+                "health.window_s",
+                new.health.window_s == old.config.health.window_s,
+            ),
+            ("alerts.path", new.alerts.path == old.config.alerts.path),
+            (
+                "alerts.webhooks",
+                new.alerts.webhooks == old.config.alerts.webhooks,
+            ),
             ("bundles", bundles(&new) == bundles(&old.config)),
         ] {
             if !same {
@@ -221,6 +286,104 @@ impl AppState {
         self.inner.live.store(Arc::new(live));
         tracing::info!(profile = ?new.profile, "configuration reloaded");
         Ok(new)
+    }
+
+    /// The cumulative host counters the health window samples.
+    fn host_counters(&self) -> crate::health::HostCounters {
+        let r = &self.inner.rejected;
+        let log = self.inner.decision_log.as_ref().map(|l| l.stats());
+        crate::health::HostCounters {
+            rejected: r.rate_limited.get() + r.overloaded.get() + r.timed_out.get(),
+            log_drops: log.map_or(0, |l| l.dropped + l.failed),
+            failed_loads: self.inner.failed_loads.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The names of the bundles with an active revision.
+    fn loaded_bundles(&self) -> Vec<String> {
+        let status = self.inner.registry.status();
+        status.into_iter().map(|s| s.name).collect()
+    }
+
+    /// Required and polled bundles without an active revision.
+    fn missing_bundles(&self) -> Vec<String> {
+        let loaded = self.loaded_bundles();
+        let live = self.live();
+        let mut missing: Vec<String> = live
+            .config
+            .bundles
+            .required
+            .iter()
+            .map(String::as_str)
+            .chain(self.inner.poller.names())
+            .filter(|r| !loaded.iter().any(|l| l == r))
+            .map(str::to_owned)
+            .collect();
+        missing.sort();
+        missing.dedup();
+        missing
+    }
+
+    /// The health score now.
+    pub fn health(&self) -> crate::health::Report {
+        let now = crate::decisions::now_ms();
+        let live = self.live();
+        let config = &live.config.health;
+        let inputs = crate::health::Inputs {
+            counters: self.host_counters(),
+            breaker_open: self
+                .inner
+                .cache
+                .stats()
+                .l2
+                .is_some_and(|l2| l2.breaker == "open"),
+            missing: self.missing_bundles(),
+            stale: self
+                .inner
+                .poller
+                .stale(now, self.inner.started_ms, config.stale_after_polls),
+        };
+        crate::health::score(&self.inner.window, config, now, &inputs)
+    }
+
+    /// An alert rule's signal now (none: too few samples, or nothing to judge).
+    fn signal(&self, rule: &crate::config::AlertRule, now: u64) -> Option<f64> {
+        use crate::config::Signal;
+        let live = self.live();
+        let min = live.config.health.min_samples.max(1);
+        let window = &self.inner.window;
+        let t = window.totals(now, rule.bundle.as_deref(), rule.rule.as_deref());
+        let ratio = |num: u64, den: u64| (den >= min).then(|| num as f64 / den as f64);
+        match rule.signal {
+            Signal::ErrorRate => ratio(t.rules.errors, t.rules.evals),
+            Signal::TimeoutRatio => ratio(t.rules.timeouts, t.rules.evals),
+            Signal::CacheHitRate => ratio(t.rules.cached, t.rules.evals),
+            Signal::P99Ms => {
+                let (n, hist) = match rule.rule {
+                    Some(_) => (t.rules.evals, &t.rules.wall_us),
+                    None => (t.decisions, &t.decision_us),
+                };
+                (n >= min)
+                    .then(|| hist.quantile(0.99))
+                    .flatten()
+                    .map(|us| us as f64 / 1000.0)
+            }
+            Signal::P99Fuel => (t.rules.evals >= min)
+                .then(|| t.rules.fuel.quantile(0.99))
+                .flatten()
+                .map(|f| f as f64),
+            Signal::LogDrops => Some(window.host_delta(now, self.host_counters()).log_drops as f64),
+            Signal::FailedLoads => {
+                Some(window.host_delta(now, self.host_counters()).failed_loads as f64)
+            }
+            Signal::HealthScore => Some(self.health().score as f64),
+        }
+    }
+
+    fn evaluate_alerts(&self, rules: &[crate::config::AlertRule], now: u64) {
+        self.inner
+            .alerts
+            .evaluate(rules, now, |rule| self.signal(rule, now));
     }
 
     fn decision_id(&self) -> String {
@@ -249,6 +412,8 @@ pub fn router(state: AppState) -> Router {
         .route("/decisions", get(list_decisions))
         .route("/decisions/stats", get(decision_stats))
         .route("/decisions/{id}", get(get_decision))
+        .route("/health", get(health))
+        .route("/alerts", get(list_alerts))
         .route("/admin/config/reload", post(reload_config))
         .layer(axum::middleware::from_fn_with_state(state.clone(), admit));
     Router::new()
@@ -486,6 +651,8 @@ async fn decide<'a>(
         rejected.overloaded.inc();
     })?;
     state.inner.metrics.decision(&result);
+    let now = crate::decisions::now_ms();
+    state.inner.window.record(now, &result);
     let decision_id = state.decision_id();
     tracing::info!(
         decision_id = %decision_id,
@@ -500,7 +667,7 @@ async fn decide<'a>(
     if let Some(log) = &state.inner.decision_log {
         match log.enqueue(
             &decision_id,
-            crate::decisions::now_ms(),
+            now,
             &result,
             input.value(),
             request_id,
@@ -981,37 +1148,82 @@ async fn reload_config(
     Ok(Json(json!({"reloaded": true, "profile": config.profile})))
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
-    let loaded: Vec<String> = state
-        .inner
-        .registry
-        .status()
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
-    let live = state.live();
-    // Required: the configured ones and every polled one.
-    let polled = state.inner.poller.names();
-    let mut missing: Vec<&str> = live
-        .config
-        .bundles
-        .required
-        .iter()
-        .map(String::as_str)
-        .chain(polled)
-        .filter(|r| !loaded.iter().any(|l| l == r))
-        .collect();
-    missing.dedup();
-    if missing.is_empty() {
-        Json(json!({"status": "ready", "bundles": loaded})).into_response()
-    } else {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadyParams {
+    min_score: Option<u32>,
+}
+
+/// `GET /readyz`: every required and polled bundle active; with `?min_score=N`, also a
+/// health score of at least N (the report comes with a refusal).
+async fn readyz(State(state): State<AppState>, uri: axum::http::Uri) -> Response {
+    let q: ReadyParams = match query_of(&uri) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let missing = state.missing_bundles();
+    if !missing.is_empty() {
         let mut e = ApiError::new(
             "not-ready",
             format!("bundles without an active revision: {missing:?}"),
         );
         e.detail = Some(Box::new(json!({"missing": missing})));
-        e.into_response()
+        return e.into_response();
     }
+    let mut out = json!({"status": "ready", "bundles": state.loaded_bundles()});
+    if let Some(min) = q.min_score {
+        let report = state.health();
+        if report.score < min {
+            let mut e = ApiError::new(
+                "not-ready",
+                format!("health score {} is below {min}", report.score),
+            );
+            e.detail = Some(Box::new(serde_json::to_value(&report).unwrap_or_default()));
+            return e.into_response();
+        }
+        out["score"] = report.score.into();
+    }
+    Json(out).into_response()
+}
+
+/// `GET /v1/health`: the score, its components, and the reason for each deduction.
+async fn health(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.check(Action::Read, None)?;
+    let mut out = serde_json::to_value(state.health()).unwrap_or_default();
+    // What each rule costs in the window (the dashboard's table), within the caller's scope.
+    let rules: Vec<Value> = state
+        .inner
+        .window
+        .per_rule(crate::decisions::now_ms())
+        .into_iter()
+        .filter(|(bundle, _, _)| caller.sees(bundle))
+        .map(|(bundle, rule, t)| {
+            json!({
+                "bundle": bundle, "rule": rule, "evaluations": t.evals, "errors": t.errors,
+                "timeouts": t.timeouts, "cached": t.cached,
+                "p50_us": t.wall_us.quantile(0.5), "p99_us": t.wall_us.quantile(0.99),
+                "p99_fuel": t.fuel.quantile(0.99),
+            })
+        })
+        .collect();
+    out["rules"] = rules.into();
+    Ok(Json(out))
+}
+
+/// `GET /v1/alerts`: every rule with its state, and the recent transitions.
+async fn list_alerts(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.check(Action::Read, None)?;
+    let rules = state.live().config.alerts.rules.clone();
+    let report = tokio::task::spawn_blocking(move || state.inner.alerts.report(&rules, 50))
+        .await
+        .map_err(|e| ApiError::new("internal", e.to_string()))?;
+    Ok(Json(report))
 }
 
 #[cfg(test)]

@@ -32,6 +32,175 @@ pub struct ServerConfig {
     pub rate_limits: RateLimitsConfig,
     /// The decision log (audit trail). Default: off.
     pub decision_log: DecisionLogConfig,
+    /// The health score's window and thresholds (`GET /v1/health`, `/readyz?min_score=`).
+    pub health: HealthConfig,
+    /// Alert rules and where notifications go (`GET /v1/alerts`).
+    pub alerts: AlertsConfig,
+}
+
+/// A level a signal is judged against: at `warning` it starts to cost health score, at
+/// `critical` it costs the component's whole weight.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    /// Where a deduction starts.
+    pub warning: f64,
+    /// Where the deduction is the component's whole weight.
+    pub critical: f64,
+}
+
+const fn threshold(warning: f64, critical: f64) -> Threshold {
+    Threshold { warning, critical }
+}
+
+/// The health score: what recent traffic is judged on. Lenient in `dev`, strict in `prod`
+/// (set them per profile: `[profile.prod.health]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// The window the signals are taken over, in seconds. Default 300.
+    pub window_s: u64,
+    /// Fewer rule evaluations (or decisions) than this in the window are not judged as
+    /// ratios or percentiles: too few to mean anything. Default 20.
+    pub min_samples: u64,
+    /// Rule evaluations that errored, of all. Default 0.01 / 0.05.
+    pub error_rate: Threshold,
+    /// Rule evaluations that timed out or ran out of fuel, of all. Default 0.005 / 0.02.
+    pub timeout_ratio: Threshold,
+    /// The p99 of decision time, in milliseconds. Default 50 / 250.
+    pub p99_ms: Threshold,
+    /// Bundle loads that failed in the window. Default 1 / 3.
+    pub failed_loads: Threshold,
+    /// A polled bundle is stale when its URL has not answered for this many poll
+    /// intervals. Default 3.
+    pub stale_after_polls: u32,
+    /// Decision-log entries dropped or failed in the window. Default 1 / 100.
+    pub log_drops: Threshold,
+    /// Requests turned away (rate limits, overload, timeouts) of all decisions asked for.
+    /// Default 0.01 / 0.10.
+    pub rejected_ratio: Threshold,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            window_s: 300,
+            min_samples: 20,
+            error_rate: threshold(0.01, 0.05),
+            timeout_ratio: threshold(0.005, 0.02),
+            p99_ms: threshold(50.0, 250.0),
+            failed_loads: threshold(1.0, 3.0),
+            stale_after_polls: 3,
+            log_drops: threshold(1.0, 100.0),
+            rejected_ratio: threshold(0.01, 0.10),
+        }
+    }
+}
+
+/// What an alert rule watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// Rule evaluations that errored, of all (per bundle or rule when given).
+    ErrorRate,
+    /// Rule evaluations that timed out or ran out of fuel, of all.
+    TimeoutRatio,
+    /// p99 time in milliseconds: of decisions, or of one rule's evaluations.
+    P99Ms,
+    /// p99 fuel of rule evaluations (of one rule, when given).
+    P99Fuel,
+    /// Rule evaluations served from the result cache, of all.
+    CacheHitRate,
+    /// Decision-log entries dropped or failed in the window.
+    LogDrops,
+    /// Bundle loads that failed in the window.
+    FailedLoads,
+    /// The health score (0-100).
+    HealthScore,
+}
+
+/// How a signal is compared with the threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Comparison {
+    /// Above.
+    #[serde(rename = ">")]
+    Above,
+    /// Below.
+    #[serde(rename = "<")]
+    Below,
+}
+
+/// How bad an alert is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Look soon.
+    Warning,
+    /// Look now.
+    Critical,
+}
+
+/// One alert rule: `signal` (of `bundle`/`rule`, where it applies) `op` `threshold` for
+/// `for_s` seconds fires; back on the right side, it resolves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    /// A unique name (`payments-timeouts`).
+    pub name: String,
+    /// What it watches.
+    pub signal: Signal,
+    /// Only this bundle. Default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
+    /// Only this rule (needs `bundle`). Default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// `>` or `<`.
+    pub op: Comparison,
+    /// The value compared with.
+    pub threshold: f64,
+    /// How long the condition must hold before the alert fires, in seconds (pending until
+    /// then). Default 60.
+    #[serde(default = "default_for_s")]
+    pub for_s: u64,
+    /// `warning` or `critical`. Default `warning`.
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+}
+
+fn default_for_s() -> u64 {
+    60
+}
+fn default_severity() -> Severity {
+    Severity::Warning
+}
+
+/// Alerting: the rules, how often they are evaluated, where notifications go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// The rules (`[[alerts.rules]]`).
+    pub rules: Vec<AlertRule>,
+    /// How often the rules are evaluated, in milliseconds. Default 10,000.
+    pub interval_ms: u64,
+    /// URLs that get each transition to firing and to resolved as a JSON POST (retried
+    /// with backoff, off the request path).
+    pub webhooks: Vec<String>,
+    /// The SQLite file the alert states and their history are kept in. Default: the
+    /// decision log's file; with neither, states are kept in memory only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            rules: Vec::new(),
+            interval_ms: 10_000,
+            webhooks: Vec::new(),
+            path: None,
+        }
+    }
 }
 
 /// How a decision reaches the log.
@@ -354,6 +523,8 @@ impl Default for ServerConfig {
             cache: rulebox::CacheConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             decision_log: DecisionLogConfig::default(),
+            health: HealthConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -501,6 +672,7 @@ impl ServerConfig {
                 }
             }
         }
+        self.validate_health()?;
         if !self.bundles.urls.is_empty() && self.bundles.state_dir.is_none() {
             return Err(
                 "bundles.state_dir: needed with bundles.urls, to keep the last good archive and its ETag across restarts".into(),
@@ -538,6 +710,52 @@ impl ServerConfig {
             }
         }
         self.cache.validate().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn validate_health(&self) -> Result<(), String> {
+        let h = &self.health;
+        if h.window_s == 0 {
+            return Err("health.window_s: must be at least 1".into());
+        }
+        for (key, t) in [
+            ("error_rate", h.error_rate),
+            ("timeout_ratio", h.timeout_ratio),
+            ("p99_ms", h.p99_ms),
+            ("failed_loads", h.failed_loads),
+            ("log_drops", h.log_drops),
+            ("rejected_ratio", h.rejected_ratio),
+        ] {
+            if !(t.warning >= 0.0 && t.warning <= t.critical) {
+                return Err(format!(
+                    "health.{key}: warning ({}) must be at least 0 and at most critical ({})",
+                    t.warning, t.critical
+                ));
+            }
+        }
+        let a = &self.alerts;
+        if a.interval_ms < 100 {
+            return Err("alerts.interval_ms: must be at least 100".into());
+        }
+        for (i, r) in a.rules.iter().enumerate() {
+            let at = format!("alerts.rules[{i}]");
+            if r.name.is_empty() || a.rules[..i].iter().any(|o| o.name == r.name) {
+                return Err(format!("{at}.name: `{}` is empty or not unique", r.name));
+            }
+            if r.rule.is_some() && r.bundle.is_none() {
+                return Err(format!("{at}.rule: needs `bundle`"));
+            }
+            if !r.threshold.is_finite() {
+                return Err(format!("{at}.threshold: must be a number"));
+            }
+        }
+        for (i, url) in a.webhooks.iter().enumerate() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "alerts.webhooks[{i}]: `{url}` is not an http(s) URL"
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -15,15 +15,19 @@
 //! - `poll`: bundles polled from URLs with ETags, the last good archive kept on disk.
 //! - [`decisions`]: the decision log (SQLite, one writer thread, async or sync), its
 //!   per-minute rollups and retention, and the queries (also used by `rulebox decisions`).
+//! - `health`: the sliding window of recent traffic and the 0-100 health score.
+//! - `alerts`: alert rules, their states (kept in SQLite) and webhook notifications.
 //! - `error`: [`ApiError`], the one place a kind becomes a status code.
 
 #![deny(missing_docs)]
 
+mod alerts;
 mod api;
 mod auth;
 mod config;
 pub mod decisions;
 mod error;
+mod health;
 mod limits;
 mod metrics;
 mod poll;
@@ -31,9 +35,9 @@ mod poll;
 pub use api::{AppState, router};
 pub use auth::new_token;
 pub use config::{
-    AuthConfig, BundlesConfig, ConfigError, DecisionLogConfig, JwtAlgorithm, JwtConfig, JwtKey,
-    LimitsConfig, LogMode, Mask, MaskAction, Rate, RateLimitsConfig, Role, ServerConfig,
-    TokenConfig, UrlSource,
+    AlertRule, AlertsConfig, AuthConfig, BundlesConfig, Comparison, ConfigError, DecisionLogConfig,
+    HealthConfig, JwtAlgorithm, JwtConfig, JwtKey, LimitsConfig, LogMode, Mask, MaskAction, Rate,
+    RateLimitsConfig, Role, ServerConfig, Severity, Signal, Threshold, TokenConfig, UrlSource,
 };
 pub use error::ApiError;
 pub use poll::{PollStatus, Polling};

@@ -87,6 +87,10 @@ pub struct Snapshot {
     pub log: Option<crate::decisions::LogStats>,
     /// Each polled bundle's counters.
     pub polls: Vec<(String, crate::poll::PollStatus)>,
+    /// The health score now.
+    pub health: Option<crate::health::Report>,
+    /// Alerts firing: (warning, critical).
+    pub alerts_firing: (u64, u64),
 }
 
 type SnapshotFn = Box<dyn Fn() -> Option<Snapshot> + Send + Sync>;
@@ -126,6 +130,16 @@ struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentLabels {
+    component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SeverityLabels {
+    severity: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -208,6 +222,54 @@ impl Collector for Scraped {
                 )],
             )?;
         }
+        if let Some(h) = &s.health {
+            single(
+                &mut e,
+                "health_score",
+                "The health score, 0-100 (GET /v1/health says why)",
+                None,
+                ConstGauge::new(h.score as i64),
+            )?;
+            let deductions: Vec<(ComponentLabels, ConstGauge<f64>)> = h
+                .components
+                .iter()
+                .map(|c| {
+                    (
+                        ComponentLabels {
+                            component: c.name.to_owned(),
+                        },
+                        ConstGauge::new(c.deduction),
+                    )
+                })
+                .collect();
+            family(
+                &mut e,
+                "health_deduction",
+                "Points each health component takes off the score",
+                None,
+                &deductions,
+            )?;
+        }
+        family(
+            &mut e,
+            "alerts_firing",
+            "Alert rules firing, by severity",
+            None,
+            &[
+                (
+                    SeverityLabels {
+                        severity: "warning".into(),
+                    },
+                    ConstGauge::new(s.alerts_firing.0 as i64),
+                ),
+                (
+                    SeverityLabels {
+                        severity: "critical".into(),
+                    },
+                    ConstGauge::new(s.alerts_firing.1 as i64),
+                ),
+            ],
+        )?;
         family(
             &mut e,
             "evaluations_in_flight",

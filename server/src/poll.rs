@@ -37,6 +37,9 @@ pub struct PollStatus {
     pub errors: u64,
     /// When the last poll ended, in ms since the Unix epoch.
     pub last_poll_ms: Option<u64>,
+    /// When the URL last answered (an archive or a 304), in ms since the Unix epoch: a
+    /// bundle whose URL has not answered for several intervals is stale.
+    pub last_ok_ms: Option<u64>,
     /// `updated`, `unchanged`, `load-failed` (also while the URL still serves the archive
     /// that failed) or `error`.
     pub last_result: Option<&'static str>,
@@ -130,6 +133,20 @@ impl Poller {
         self.sources
             .iter()
             .map(|s| (s.config.name.clone(), s.status().clone()))
+            .collect()
+    }
+
+    /// The polled bundles whose URL has not answered for `polls` intervals (counted from
+    /// `since_ms`, the server's start, when it never has), with the seconds since.
+    pub fn stale(&self, now_ms: u64, since_ms: u64, polls: u32) -> Vec<(String, u64)> {
+        self.sources
+            .iter()
+            .filter_map(|s| {
+                let last = s.status().last_ok_ms.unwrap_or(since_ms);
+                let age = now_ms.saturating_sub(last);
+                (age > s.config.interval_ms * polls as u64)
+                    .then(|| (s.config.name.clone(), age / 1000))
+            })
             .collect()
     }
 
@@ -268,6 +285,9 @@ impl Source {
         // Logged once per failure, not again on every 304 for the same broken archive.
         if let (Some(why), false) = (&error, still_broken) {
             tracing::warn!(bundle = %self.config.name, url = %self.config.url, result = label, "bundle poll: {why}");
+        }
+        if label != "error" {
+            status.last_ok_ms = status.last_poll_ms;
         }
         status.last_result = Some(label);
         status.last_error = error;

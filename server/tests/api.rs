@@ -594,7 +594,19 @@ fn the_example_config_loads_in_every_profile_and_prod_demands_credentials() {
     assert_eq!((prod.limits.max_batch, prod.auth.tokens.len()), (50, 2));
     assert!(prod.redacted().contains("sha256 = \"<redacted>\""));
     assert!(!prod.redacted().contains("0000000000"));
-    ServerConfig::load(Some(&path), Some("staging")).unwrap();
+    // Health thresholds per profile: lenient in dev, strict in prod, the file's otherwise.
+    let staging = ServerConfig::load(Some(&path), Some("staging")).unwrap();
+    let p99 = |c: &ServerConfig| c.health.p99_ms.warning;
+    assert_eq!((p99(&dev), p99(&staging), p99(&prod)), (500.0, 50.0, 20.0));
+    assert_eq!(staging.alerts.rules.len(), 2);
+    let mut bad = staging.clone();
+    bad.health.error_rate.warning = 0.5;
+    let err = bad.validate().unwrap_err();
+    assert!(err.contains("health.error_rate"), "{err}");
+    bad = staging.clone();
+    bad.alerts.rules[1].name = bad.alerts.rules[0].name.clone();
+    let err = bad.validate().unwrap_err();
+    assert!(err.contains("alerts.rules[1].name"), "{err}");
     let err = ServerConfig::load(Some(&path), Some("qa"))
         .unwrap_err()
         .to_string();
@@ -1156,6 +1168,16 @@ fn metrics_count_what_happened_and_pass_promtool() {
     );
     has("rulebox_rule_duration_seconds_count{bundle=\"payments\",rule=\"sanctions\"} 3");
     assert!(text.contains("rulebox_build_info{version=\""), "{text}");
+    // The bundle load refused above costs the failed-loads component its warning share.
+    assert!(text.contains("rulebox_health_score 98\n"), "{text}");
+    assert!(
+        text.contains("rulebox_health_deduction{component=\"failed_loads\"} 2.5\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rulebox_alerts_firing{severity=\"critical\"} 0"),
+        "{text}"
+    );
     // Read from the library on each scrape: the cache, the engine, the decision log.
     has("rulebox_decision_log_entries_total{result=\"written\"} 3");
     has("rulebox_decision_log_entries_total{result=\"dropped\"} 0");
@@ -1657,4 +1679,177 @@ fn old_detail_is_rolled_up_before_retention_deletes_it() {
     // The same file read by another process's reader (what `rulebox decisions` does).
     let again = rulebox_server::decisions::LogReader::open(&path).unwrap();
     assert_eq!(again.query(&all).unwrap().0.len(), 5);
+}
+
+/// A rule driven into timeouts: the health score drops with the reason named, `/readyz?
+/// min_score` refuses, and an alert goes pending, fires (a webhook this test runs gets it,
+/// the state is kept in SQLite), and resolves once the timeouts leave the window.
+#[test]
+fn health_and_alerts_follow_a_rule_into_timeouts_and_back() {
+    use rulebox_server::{AlertRule, Comparison, Severity, Signal};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("decisions.db");
+    let rt = rulebox_tests::rt();
+    // The webhook receiver: records every JSON body.
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let hook = {
+        let received = received.clone();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let received = received.clone();
+                async move {
+                    received
+                        .lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap());
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}/hook")
+    };
+    let mut c = config();
+    c.bundles.required = vec!["loops".into()];
+    c.decision_log.path = Some(db.clone());
+    c.health.window_s = 2;
+    c.health.min_samples = 3;
+    c.alerts.interval_ms = 100;
+    c.alerts.webhooks = vec![hook];
+    c.alerts.rules = vec![AlertRule {
+        name: "loops-timing-out".into(),
+        signal: Signal::TimeoutRatio,
+        bundle: Some("loops".into()),
+        rule: None,
+        op: Comparison::Above,
+        threshold: 0.5,
+        for_s: 1,
+        severity: Severity::Critical,
+    }];
+    let state = rt.block_on(async { AppState::new(c).unwrap() });
+    let api = Api { state, rt };
+    let bundle = tempfile::tempdir().unwrap();
+    write_bundle(
+        bundle.path(),
+        "[bundle]\nformat = 1\nname = \"loops\"\nrevision = \"1\"\n[[rule]]\nname = \"spin\"\ncomponent = \"spin.wasm\"\nlimits = { timeout_ms = 20 }\n",
+    );
+    std::fs::copy(
+        rulebox_tests::guest_path("hostile_infinite_loop"),
+        bundle.path().join("spin.wasm"),
+    )
+    .unwrap();
+    api.rt
+        .block_on(api.state.registry().load(bundle.path()))
+        .unwrap();
+    let get = |uri: &str| {
+        let (s, v, _) = api.call("GET", uri, Some("viewer"), Body::empty(), None);
+        (s, v)
+    };
+    let (s, healthy) = get("/v1/health");
+    assert_eq!(s, StatusCode::OK, "{healthy}");
+    assert_eq!(healthy["score"], 100, "{healthy}");
+    assert_eq!(
+        api.call("GET", "/v1/health", Some("evaluator"), Body::empty(), None)
+            .0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Timeouts for 1.5 s: more than the alert's `for` of 1 s.
+    let started = std::time::Instant::now();
+    let mut timeouts = 0;
+    while started.elapsed() < std::time::Duration::from_millis(1500) {
+        let (s, v) = api.json(
+            "POST",
+            "/v1/bundles/loops/evaluate",
+            Some("evaluator"),
+            json!({"input": {}}),
+        );
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let kind = v["rules"][0]["error"]["kind"].as_str().unwrap();
+        assert!(["timeout", "fuel-exhausted"].contains(&kind), "{v}");
+        timeouts += 1;
+    }
+    assert!(timeouts >= 3);
+    let (_, sick) = get("/v1/health");
+    let component = |report: &Value, name: &str| {
+        report["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let t = component(&sick, "timeout_ratio");
+    assert_eq!(t["status"], "critical", "{sick}");
+    assert!(t["reason"].as_str().unwrap().contains("timed out"), "{t}");
+    assert!(sick["score"].as_u64().unwrap() <= 50, "{sick}");
+    assert_eq!(sick["rules"][0]["rule"], "spin");
+    assert!(sick["rules"][0]["timeouts"].as_u64().unwrap() >= 3);
+    let (s, v, _) = api.call("GET", "/readyz?min_score=90", None, Body::empty(), None);
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("below 90"),
+        "{v}"
+    );
+    assert_eq!(
+        api.call("GET", "/readyz", None, Body::empty(), None).0,
+        StatusCode::OK
+    );
+
+    let wait_for = |what: &str, done: &dyn Fn(&Value) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let (_, alerts) = get("/v1/alerts");
+            if done(&alerts) {
+                return alerts;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {alerts}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let firing = wait_for("firing", &|a| a["alerts"][0]["state"] == "firing");
+    assert_eq!(firing["persisted"], true);
+    let resolved = wait_for("resolved", &|a| a["alerts"][0]["state"] == "inactive");
+    let transitions: Vec<&str> = resolved["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(transitions, ["pending", "firing", "resolved"], "{resolved}");
+    // The webhook got the firing and the resolution (retries run off the request path).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while received.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let got = received.lock().unwrap().clone();
+    let states: Vec<&str> = got.iter().map(|n| n["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["firing", "resolved"], "{got:?}");
+    assert_eq!(
+        (&got[0]["alert"], &got[0]["severity"], &got[0]["bundle"]),
+        (
+            &json!("loops-timing-out"),
+            &json!("critical"),
+            &json!("loops")
+        )
+    );
+    assert!(got[0]["value"].as_f64().unwrap() > 0.5);
+    // Kept in the SQLite file, for a restart.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let kept: String = conn
+        .query_row(
+            "SELECT state FROM alert_states WHERE alert = 'loops-timing-out'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, "inactive");
 }
