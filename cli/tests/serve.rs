@@ -550,6 +550,57 @@ fn prometheus_scrapes_the_decisions_this_test_made() {
         .parse()
         .unwrap();
     assert!(seconds > 0.0 && seconds < 1.0, "{p99}");
+
+    // The shipped Grafana dashboard: a fixed uid, the datasource/instance/bundle
+    // variables, and every query (panels and variables) accepted and answered by this
+    // Prometheus with the variables as Grafana would fill them.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/grafana/rulebox.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(dashboard["uid"], "rulebox-overview");
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(variables, ["datasource", "instance", "bundle"]);
+    let fill = |q: &str| {
+        q.replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$bundle", ".*")
+    };
+    let mut queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| fill(t["expr"].as_str().unwrap()))
+        .collect();
+    assert!(queries.len() >= 12, "{queries:?}");
+    for v in &dashboard["templating"]["list"].as_array().unwrap()[1..] {
+        // label_values(METRIC, label): the series selector must select something.
+        let def = v["definition"].as_str().unwrap();
+        let inner = def
+            .trim_start_matches("label_values(")
+            .trim_end_matches(')');
+        let selector = inner.rsplit_once(',').unwrap().0;
+        queries.push(format!("count({})", fill(selector)));
+    }
+    for q in &queries {
+        let answer = prometheus.query(q);
+        assert_eq!(answer["status"], "success", "{q}: {answer}");
+    }
+    // (Rates need two scrapes after the traffic; the score is there from the first.)
+    let score = prometheus.query(&queries[0]);
+    assert_eq!(score["data"]["result"][0]["value"][1], "100", "{score}");
+    let instance = prometheus.query(&queries[queries.len() - 2]);
+    assert_eq!(instance["data"]["result"][0]["value"][1], "1", "{instance}");
 }
 
 /// One evaluation request that may fail (the server may be killed under it): the decision

@@ -1222,22 +1222,23 @@ fn metrics_count_what_happened_and_pass_promtool() {
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
     assert!(om.ends_with("# EOF\n") && om.contains("# TYPE rulebox_decisions counter"));
     has("rulebox_cache_l2_breaker_state{state=\"closed\"} 1");
-    // The shipped Prometheus rules name only metrics this scrape has.
-    let rules_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/prometheus/rulebox.rules.yml");
-    let rules = std::fs::read_to_string(&rules_file).unwrap();
-    let names_in_rules: std::collections::BTreeSet<String> = rules
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-        .filter(|w| w.starts_with("rulebox_"))
-        .map(str::to_owned)
-        .collect();
-    assert!(names_in_rules.len() >= 8, "{names_in_rules:?}");
-    for name in &names_in_rules {
-        assert!(
-            text.lines()
-                .any(|l| !l.starts_with('#') && l.starts_with(name.as_str())),
-            "deploy/prometheus/rulebox.rules.yml names `{name}`, which /metrics does not have"
-        );
+    // The shipped Prometheus rules and Grafana dashboard name only metrics this scrape has.
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    for file in ["prometheus/rulebox.rules.yml", "grafana/rulebox.json"] {
+        let shipped = std::fs::read_to_string(deploy.join(file)).unwrap();
+        let names: std::collections::BTreeSet<String> = shipped
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .filter(|w| w.starts_with("rulebox_"))
+            .map(str::to_owned)
+            .collect();
+        assert!(names.len() >= 8, "{file}: {names:?}");
+        for name in &names {
+            assert!(
+                text.lines()
+                    .any(|l| !l.starts_with('#') && l.starts_with(name.as_str())),
+                "deploy/{file} names `{name}`, which /metrics does not have"
+            );
+        }
     }
     // Prometheus's linter, on this very scrape.
     let mut promtool = std::process::Command::new("promtool")
