@@ -576,3 +576,162 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// A headless Chromium (Debian's `chromium`) on a private profile, driven over the DevTools
+/// protocol: one page, JavaScript evaluated in it, screenshots. Killed on drop.
+pub struct Chromium {
+    child: std::process::Child,
+    ws: tungstenite::WebSocket<std::net::TcpStream>,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    /// Starts Chromium on `about:blank` and connects to its page.
+    pub fn start() -> Chromium {
+        let profile = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("chromium")
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                "--window-size=1280,1000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run chromium ({e}): apt-get install chromium"));
+        // Chromium writes the port it chose to DevToolsActivePort in the profile.
+        let port_file = profile.path().join("DevToolsActivePort");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let port = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u16>().ok()))
+            {
+                break port;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chromium did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let addr = format!("127.0.0.1:{port}");
+        let page_ws = loop {
+            let list = devtools_json(&addr, "/json/list");
+            if let Some(url) = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["type"] == "page")
+                .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            {
+                break url.to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "chromium has no page");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let (ws, _) = tungstenite::client(page_ws.as_str(), stream).unwrap();
+        Chromium {
+            child,
+            ws,
+            next_id: 0,
+            _profile: profile,
+        }
+    }
+
+    /// Calls a DevTools method and returns its result (panics on a protocol error).
+    pub fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let message = serde_json::json!({"id": id, "method": method, "params": params});
+        self.ws
+            .send(tungstenite::Message::text(message.to_string()))
+            .unwrap();
+        loop {
+            let reply = self.ws.read().unwrap();
+            let Ok(text) = reply.to_text() else { continue };
+            let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+            if v["id"] == id {
+                assert!(v["error"].is_null(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Opens `url` in the page.
+    pub fn navigate(&mut self, url: &str) {
+        self.call("Page.navigate", serde_json::json!({ "url": url }));
+    }
+
+    /// The value of a JavaScript expression evaluated in the page.
+    pub fn eval(&mut self, expression: &str) -> serde_json::Value {
+        self.call(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": expression, "returnByValue": true}),
+        )["result"]["value"]
+            .clone()
+    }
+
+    /// A PNG of the page as it is.
+    pub fn screenshot(&mut self) -> Vec<u8> {
+        use base64::Engine as _;
+        let shot = self.call(
+            "Page.captureScreenshot",
+            serde_json::json!({"format": "png"}),
+        );
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap()
+    }
+}
+
+/// A GET on Chromium's DevTools HTTP endpoint, which keeps the connection open: the body is
+/// read by its Content-Length.
+fn devtools_json(addr: &str, path: &str) -> serde_json::Value {
+    use std::io::{BufRead, Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return serde_json::Value::Null;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut reader = std::io::BufReader::new(s);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return serde_json::Value::Null;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(&body).unwrap_or_default()
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

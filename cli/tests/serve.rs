@@ -509,20 +509,27 @@ max_concurrent_requests = 256
     assert_eq!(markers(&server, "swap"), ["gen-25", "gen-25"]);
 }
 
+/// `rulebox serve` watching `DIR/bundles` with the `pay` bundle, once it has evaluated it
+/// (one decision made).
+fn serving_pay(dir: &Path) -> ServeProcess {
+    let bundles = watched_dir_with_pay(dir);
+    let config = write_config(
+        dir,
+        &format!("[bundles]\ndir = \"{}\"\n", bundles.display()),
+    );
+    let server = ServeProcess::start(BIN, &config, &dir.join("serve.log"));
+    server.wait_for(60, "the bundle loaded", |s| {
+        markers(s, "pay") == ["gen-1", "gen-1"]
+    });
+    server
+}
+
 /// A real Prometheus, started with a generated config, scrapes a running server; a PromQL
 /// query through its HTTP API returns the evaluation count this test produced.
 #[test]
 fn prometheus_scrapes_the_decisions_this_test_made() {
     let dir = tempfile::tempdir().unwrap();
-    let bundles = watched_dir_with_pay(dir.path());
-    let config = write_config(
-        dir.path(),
-        &format!("[bundles]\ndir = \"{}\"\n", bundles.display()),
-    );
-    let server = ServeProcess::start(BIN, &config, &dir.path().join("serve.log"));
-    server.wait_for(60, "the bundle loaded", |s| {
-        markers(s, "pay") == ["gen-1", "gen-1"]
-    });
+    let server = serving_pay(dir.path());
     let prometheus = rulebox_tests::Prometheus::start(&[&server.addr]);
     // One evaluation above, 24 more now: 25 decisions, all allowed.
     for _ in 0..24 {
@@ -711,4 +718,83 @@ fn sync_decision_log_loses_no_acknowledged_decision_across_kill_9() {
         "{rows} rows, {} acknowledged",
         acked.len()
     );
+}
+
+/// The live dashboard in a real headless Chromium: the page loads, connects to the event
+/// stream with the viewer token from its URL fragment, and its numbers change as
+/// evaluations are made, without a reload. The screenshot is kept as a test artifact
+/// (`target/test-artifacts/dashboard.png`).
+#[test]
+fn the_dashboard_updates_live_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serving_pay(dir.path());
+    // The page is plain HTML with a strict CSP; the stream needs a viewer.
+    let (status, page) = rulebox_tests::http(&server.addr, "GET", "/", &[], b"");
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>rulebox</title>"), "{page}");
+    let (status, _) = server.http("GET", "/v1/dashboard/stream", &[], b"");
+    assert_eq!(status, 401);
+
+    let mut browser = rulebox_tests::Chromium::start();
+    browser.navigate(&format!("http://{}/#token={VIEWER}", server.addr));
+    let text = |b: &mut rulebox_tests::Chromium, id: &str| {
+        b.eval(&format!(
+            "(document.getElementById('{id}') || {{}}).textContent || ''"
+        ))
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+    };
+    let wait = |b: &mut rulebox_tests::Chromium,
+                what: &str,
+                ok: &dyn Fn(&mut rulebox_tests::Chromium) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !ok(b) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}; the page shows: {}",
+                b.eval("document.body.innerText")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait(&mut browser, "the stream connects", &|b| {
+        text(b, "connection") == "live" && text(b, "decisions-total").parse::<u64>().is_ok()
+    });
+    let before: u64 = text(&mut browser, "decisions-total").parse().unwrap();
+    // The token left the address bar; a marker shows the page is never reloaded.
+    assert_eq!(browser.eval("location.hash"), "");
+    browser.eval("window.__same_page = 42");
+    for _ in 0..5 {
+        assert_eq!(markers(&server, "pay"), ["gen-1", "gen-1"]);
+    }
+    wait(&mut browser, "the count rises by the 5 decisions", &|b| {
+        text(b, "decisions-total") == (before + 5).to_string()
+    });
+    assert_eq!(browser.eval("window.__same_page"), 42, "the page reloaded");
+    let score: u32 = text(&mut browser, "score").parse().unwrap();
+    assert!(score <= 100);
+    // The per-rule table: the bundle's two rules, each evaluated (6 times or more).
+    let rows = browser.eval(
+        "[...document.querySelectorAll('#rules tr')].map(r => [...r.cells].map(c => c.textContent))",
+    );
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (row, rule) in rows.iter().zip(["a", "b"]) {
+        assert_eq!(
+            (&row[0], &row[1]),
+            (&Value::from("pay"), &Value::from(rule))
+        );
+        assert!(
+            row[2].as_str().unwrap().parse::<u64>().unwrap() >= 6,
+            "{row}"
+        );
+    }
+    let bundles_shown = text(&mut browser, "bundles");
+    assert!(bundles_shown.contains("gen-1"), "{bundles_shown}");
+    let png = browser.screenshot();
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("dashboard.png"), &png).unwrap();
 }

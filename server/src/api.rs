@@ -386,6 +386,21 @@ impl AppState {
             .evaluate(rules, now, |rule| self.signal(rule, now));
     }
 
+    pub(crate) fn window(&self) -> &crate::health::Window {
+        &self.inner.window
+    }
+
+    /// Decisions made since the start.
+    pub(crate) fn decisions_made(&self) -> u64 {
+        self.inner.decisions.load(Ordering::Relaxed)
+    }
+
+    /// The alert rules with their states and the last `recent` transitions.
+    pub(crate) fn alerts_report(&self, recent: usize) -> Value {
+        let live = self.live();
+        self.inner.alerts.report(&live.config.alerts.rules, recent)
+    }
+
     fn decision_id(&self) -> String {
         let n = self.inner.decisions.fetch_add(1, Ordering::Relaxed);
         let ms = std::time::SystemTime::now()
@@ -413,6 +428,7 @@ pub fn router(state: AppState) -> Router {
         .route("/decisions/stats", get(decision_stats))
         .route("/decisions/{id}", get(get_decision))
         .route("/health", get(health))
+        .route("/dashboard/stream", get(crate::dashboard::stream))
         .route("/alerts", get(list_alerts))
         .route("/admin/config/reload", post(reload_config))
         .layer(axum::middleware::from_fn_with_state(state.clone(), admit));
@@ -421,6 +437,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/", get(crate::dashboard::page))
         .fallback(|| async { ApiError::new("not-found", "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         // Bodies are read (and bounded) by the handlers themselves, so that an oversized
@@ -504,7 +521,7 @@ async fn admit(State(state): State<AppState>, request: Request, next: Next) -> R
 }
 
 /// The authenticated caller of a request.
-struct Caller(Principal);
+pub(crate) struct Caller(pub(crate) Principal);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -1194,21 +1211,7 @@ async fn health(
     caller.check(Action::Read, None)?;
     let mut out = serde_json::to_value(state.health()).unwrap_or_default();
     // What each rule costs in the window (the dashboard's table), within the caller's scope.
-    let rules: Vec<Value> = state
-        .inner
-        .window
-        .per_rule(crate::decisions::now_ms())
-        .into_iter()
-        .filter(|(bundle, _, _)| caller.sees(bundle))
-        .map(|(bundle, rule, t)| {
-            json!({
-                "bundle": bundle, "rule": rule, "evaluations": t.evals, "errors": t.errors,
-                "timeouts": t.timeouts, "cached": t.cached,
-                "p50_us": t.wall_us.quantile(0.5), "p99_us": t.wall_us.quantile(0.99),
-                "p99_fuel": t.fuel.quantile(0.99),
-            })
-        })
-        .collect();
+    let rules = state.rule_costs(&caller, crate::decisions::now_ms());
     out["rules"] = rules.into();
     Ok(Json(out))
 }

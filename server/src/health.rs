@@ -46,7 +46,7 @@ impl Hist {
         self.0[Hist::index(v)] += 1;
     }
 
-    fn merge(&mut self, other: &Hist) {
+    pub(crate) fn merge(&mut self, other: &Hist) {
         for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
             *a += b;
         }
@@ -105,6 +105,8 @@ impl RuleTally {
 #[derive(Clone, Default)]
 struct BundleTally {
     decisions: u64,
+    /// Final verdicts: allow, deny, review, abstain.
+    verdicts: [u64; 4],
     wall_us: Hist,
     rules: HashMap<Arc<str>, RuleTally>,
 }
@@ -138,6 +140,8 @@ pub struct Window {
 pub struct Totals {
     /// Decisions.
     pub decisions: u64,
+    /// Final verdicts: allow, deny, review, abstain.
+    pub verdicts: [u64; 4],
     /// Decision wall time, microseconds.
     pub decision_us: Hist,
     /// Rule evaluations, summed.
@@ -178,6 +182,12 @@ impl Window {
             None => slot.bundles.entry(result.bundle.clone()).or_default(),
         };
         bundle.decisions += 1;
+        bundle.verdicts[match result.verdict {
+            rulebox::Verdict::Allow => 0,
+            rulebox::Verdict::Deny => 1,
+            rulebox::Verdict::Review => 2,
+            rulebox::Verdict::Abstain => 3,
+        }] += 1;
         bundle.wall_us.add(result.wall_us);
         for e in &result.rules {
             let t = match bundle.rules.get_mut(&*e.rule) {
@@ -219,6 +229,9 @@ impl Window {
                     continue;
                 }
                 out.decisions += b.decisions;
+                for (sum, n) in out.verdicts.iter_mut().zip(b.verdicts) {
+                    *sum += n;
+                }
                 out.decision_us.merge(&b.wall_us);
                 for (r, t) in &b.rules {
                     if rule.is_none_or(|x| x == &**r) {

@@ -15,6 +15,7 @@
 //! - `poll`: bundles polled from URLs with ETags, the last good archive kept on disk.
 //! - [`decisions`]: the decision log (SQLite, one writer thread, async or sync), its
 //!   per-minute rollups and retention, and the queries (also used by `rulebox decisions`).
+//! - `dashboard`: the live dashboard page (`GET /`) and its event stream.
 //! - `health`: the sliding window of recent traffic and the 0-100 health score.
 //! - `alerts`: alert rules, their states (kept in SQLite) and webhook notifications.
 //! - `error`: [`ApiError`], the one place a kind becomes a status code.
@@ -25,6 +26,7 @@ mod alerts;
 mod api;
 mod auth;
 mod config;
+mod dashboard;
 pub mod decisions;
 mod error;
 mod health;
