@@ -6,7 +6,8 @@
 //!
 //! For each: wrk's requests/s and p50/p99, and the library path (`Bundle::evaluate` on the
 //! same 2-worker runtime shape, 32 concurrent callers, no HTTP) as evaluations/s. Then (b)
-//! again with the decision log off, `async` and `sync`.
+//! again with metrics and the decision log off, metrics alone, and metrics with the log
+//! `async` and `sync`.
 //!
 //! Run: `cargo bench -p rulebox-benches --bench http` (needs `wrk`: `apt-get install wrk`).
 //! `RULEBOX_HTTP_BENCH_SECS` sets each run's length (default 10).
@@ -185,6 +186,7 @@ impl Server {
         bundles: &Path,
         body: &str,
         log: Option<(std::path::PathBuf, rulebox_server::LogMode)>,
+        metrics: bool,
     ) -> Server {
         let mut config = rulebox_server::ServerConfig::default();
         config.auth.anonymous_loopback_evaluator = true;
@@ -194,6 +196,7 @@ impl Server {
         };
         config.limits.max_concurrent_requests = 1024;
         config.bundles.dir = Some(bundles.to_owned());
+        config.metrics.enabled = metrics;
         if let Some((path, mode)) = log {
             config.decision_log.path = Some(path);
             config.decision_log.mode = mode;
@@ -251,7 +254,7 @@ fn main() {
     let body = format!("{{\"input\": {order}}}");
 
     // The server, in this process on its own 2-worker runtime, as `rulebox serve` runs it.
-    let server = Server::start(&bundles, &body, None);
+    let server = Server::start(&bundles, &body, None, true);
     let addr = server.addr;
 
     // The library path: the same bundles, loaded the same way, without HTTP.
@@ -285,24 +288,37 @@ fn main() {
     }
     server.stop();
 
-    // The decision log's cost on (b): the same server with the log off, async and sync.
+    // Observability's cost on (a) and (b): the same server with metrics and the decision
+    // log off, metrics alone, and metrics with the log async and sync.
+    let configs = [
+        ("metrics off, log off", false, None),
+        ("metrics on, log off", true, None),
+        (
+            "metrics on, log async",
+            true,
+            Some(rulebox_server::LogMode::Async),
+        ),
+        (
+            "metrics on, log sync",
+            true,
+            Some(rulebox_server::LogMode::Sync),
+        ),
+    ];
     let mut log_rows = Vec::new();
-    for (label, mode) in [
-        ("off", None),
-        ("async", Some(rulebox_server::LogMode::Async)),
-        ("sync", Some(rulebox_server::LogMode::Sync)),
-    ] {
-        let log = mode.map(|m| (dir.path().join(format!("{label}.sqlite")), m));
-        let server = Server::start(&bundles, &body, log);
-        let http = wrk(
-            &format!("http://{}/v1/bundles/single/evaluate", server.addr),
-            &body,
-            secs,
-            dir.path(),
-        );
-        assert!(!http.non_2xx, "log {label}: wrk saw non-2xx responses");
+    for (i, (label, metrics, mode)) in configs.into_iter().enumerate() {
+        let log = mode.map(|m| (dir.path().join(format!("log-{i}.sqlite")), m));
+        let server = Server::start(&bundles, &body, log, metrics);
+        for workload in ["cached", "single"] {
+            let http = wrk(
+                &format!("http://{}/v1/bundles/{workload}/evaluate", server.addr),
+                &body,
+                secs,
+                dir.path(),
+            );
+            assert!(!http.non_2xx, "{label}: wrk saw non-2xx responses");
+            log_rows.push((workload, label, http));
+        }
         server.stop();
-        log_rows.push((label, http));
     }
 
     println!();
@@ -328,13 +344,20 @@ fn main() {
         "wrk runs on the same 2 cores as the server; the library path has them to itself. The CPU columns compare the work per decision without wrk's share."
     );
     println!();
-    println!("The decision log on (b) (metrics are always on), one run");
-    println!("| decision log | HTTP req/s | p50 | p99 | server CPU µs/req | req/s vs off |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    let off = log_rows[0].1.rps;
-    for (label, http) in &log_rows {
+    println!(
+        "Observability on (a) cached and (b) single rule, one run (the health window is always on)"
+    );
+    println!(
+        "| workload | metrics, decision log | HTTP req/s | p50 | p99 | server CPU µs/req | req/s vs both off |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (workload, label, http) in &log_rows {
+        let off = log_rows
+            .iter()
+            .find(|(w, l, _)| w == workload && l.starts_with("metrics off"))
+            .map_or(http.rps, |(_, _, h)| h.rps);
         println!(
-            "| {label} | {:.0} | {} | {} | {:.1} | {:+.1}% |",
+            "| {workload} | {label} | {:.0} | {} | {} | {:.1} | {:+.1}% |",
             http.rps,
             http.p50,
             http.p99,

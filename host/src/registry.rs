@@ -59,6 +59,10 @@ pub struct Activation {
     pub previous: Option<String>,
     /// Golden cases run.
     pub tests_passed: usize,
+    /// The revision loaded was already active (same digest): nothing was activated, no
+    /// event sent, the history left alone.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
 }
 
 /// Why a registry operation on a name failed.
@@ -306,6 +310,19 @@ impl Registry {
         }
         let lock = self.name_lock(&name);
         let _serial = lock.lock().await;
+        if let Ok(active) = self.get(&name)
+            && active.digest() == bundle.digest()
+        {
+            // The active revision again (a re-upload, a poll, a touched file): nothing to do.
+            return Ok(Activation {
+                bundle: name,
+                revision: active.revision().to_owned(),
+                digest: active.digest().to_owned(),
+                previous: Some(active.revision().to_owned()),
+                tests_passed: 0,
+                unchanged: true,
+            });
+        }
         let tests_passed = if self.config.run_tests {
             let report = bundle.run_tests().await;
             let n = report.cases.len();
@@ -324,6 +341,7 @@ impl Registry {
             digest: bundle.digest().to_owned(),
             previous,
             tests_passed,
+            unchanged: false,
         };
         tracing::info!(bundle = %activation.bundle, revision = %activation.revision, previous = ?activation.previous, "bundle activated");
         self.emit(RegistryEvent::Activated {
@@ -388,6 +406,7 @@ impl Registry {
             digest,
             previous: Some(old.revision().to_owned()),
             tests_passed: 0,
+            unchanged: false,
         })
     }
 
@@ -429,6 +448,7 @@ impl Registry {
             digest,
             previous: Some(old.revision().to_owned()),
             tests_passed: 0,
+            unchanged: false,
         })
     }
 
@@ -519,7 +539,11 @@ impl Registry {
             let root = root.clone();
             let tx = tx.clone();
             move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event {
+                // Reads are not changes: loading a bundle opens its files, and inotify
+                // reports that.
+                if let Ok(event) = event
+                    && !event.kind.is_access()
+                {
                     for path in event.paths {
                         if let Some(top) = top_entry(&root, &path) {
                             let _ = tx.send(top);

@@ -74,6 +74,8 @@ struct Inner {
     failed_loads: AtomicU64,
     /// When the server started (ms since the epoch).
     started_ms: u64,
+    /// `metrics.enabled` (fixed at start).
+    metrics_on: bool,
     alerts: crate::alerts::Alerts,
 }
 
@@ -110,6 +112,7 @@ impl AppState {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let decision_log = crate::decisions::DecisionLog::open(&config.decision_log)?;
         let window = crate::health::Window::new(config.health.window_s);
+        let metrics_on = config.metrics.enabled;
         let alerts =
             crate::alerts::Alerts::open(&config.alerts, config.decision_log.path.as_deref())?;
         let mut id = [0u8; 4];
@@ -128,6 +131,7 @@ impl AppState {
                 window,
                 failed_loads: AtomicU64::new(0),
                 started_ms: crate::decisions::now_ms(),
+                metrics_on,
                 alerts,
             }),
         };
@@ -270,6 +274,7 @@ impl AppState {
                 new.health.window_s == old.config.health.window_s,
             ),
             ("alerts.path", new.alerts.path == old.config.alerts.path),
+            ("metrics", new.metrics == old.config.metrics),
             (
                 "alerts.webhooks",
                 new.alerts.webhooks == old.config.alerts.webhooks,
@@ -456,6 +461,9 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
         .to_owned();
     let method = request.method().clone();
     let response = next.run(request).await;
+    if !state.inner.metrics_on {
+        return response;
+    }
     state.inner.metrics.http(
         &route,
         method.as_str(),
@@ -469,6 +477,10 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
 /// classic text format. Unauthenticated, like `/healthz`: it carries counts and costs, never
 /// inputs, ids or credentials; bind the server to a private network.
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !state.inner.metrics_on {
+        return ApiError::new("not-found", "metrics are off: set metrics.enabled = true")
+            .into_response();
+    }
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -667,7 +679,9 @@ async fn decide<'a>(
         let rejected = &state.inner.rejected;
         rejected.overloaded.inc();
     })?;
-    state.inner.metrics.decision(&result);
+    if state.inner.metrics_on {
+        state.inner.metrics.decision(&result);
+    }
     let now = crate::decisions::now_ms();
     state.inner.window.record(now, &result);
     let decision_id = state.decision_id();

@@ -36,6 +36,23 @@ pub struct ServerConfig {
     pub health: HealthConfig,
     /// Alert rules and where notifications go (`GET /v1/alerts`).
     pub alerts: AlertsConfig,
+    /// The Prometheus metrics (`GET /metrics`).
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Count requests and decisions and serve them on `GET /metrics` (404 when off). The
+    /// health score and alerts work either way. Default true.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true }
+    }
 }
 
 /// A level a signal is judged against: at `warning` it starts to cost health score, at
@@ -525,6 +542,7 @@ impl Default for ServerConfig {
             decision_log: DecisionLogConfig::default(),
             health: HealthConfig::default(),
             alerts: AlertsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -38,8 +38,9 @@ pub use api::{AppState, router};
 pub use auth::new_token;
 pub use config::{
     AlertRule, AlertsConfig, AuthConfig, BundlesConfig, Comparison, ConfigError, DecisionLogConfig,
-    HealthConfig, JwtAlgorithm, JwtConfig, JwtKey, LimitsConfig, LogMode, Mask, MaskAction, Rate,
-    RateLimitsConfig, Role, ServerConfig, Severity, Signal, Threshold, TokenConfig, UrlSource,
+    HealthConfig, JwtAlgorithm, JwtConfig, JwtKey, LimitsConfig, LogMode, Mask, MaskAction,
+    MetricsConfig, Rate, RateLimitsConfig, Role, ServerConfig, Severity, Signal, Threshold,
+    TokenConfig, UrlSource,
 };
 pub use error::ApiError;
 pub use poll::{PollStatus, Polling};

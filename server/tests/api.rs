@@ -1854,3 +1854,36 @@ fn health_and_alerts_follow_a_rule_into_timeouts_and_back() {
         .unwrap();
     assert_eq!(kept, "inactive");
 }
+
+/// `metrics.enabled = false`: nothing is counted and `/metrics` is 404, while health still
+/// sees the traffic.
+#[test]
+fn metrics_can_be_turned_off_without_blinding_health() {
+    let mut c = config();
+    c.metrics.enabled = false;
+    let api = Api::with_config(c);
+    let (s, _) = api.json(
+        "POST",
+        "/v1/bundles/payments/evaluate",
+        Some("evaluator"),
+        json!({"input": order()}),
+    );
+    assert_eq!(s, StatusCode::OK);
+    let (s, e, _) = api.call("GET", "/metrics", None, Body::empty(), None);
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("metrics.enabled"),
+        "{e}"
+    );
+    let (_, h, _) = api.call("GET", "/v1/health", Some("viewer"), Body::empty(), None);
+    let evaluated: u64 = h["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["evaluations"].as_u64().unwrap())
+        .sum();
+    assert_eq!(evaluated, 3, "{h}");
+}

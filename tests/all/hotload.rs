@@ -293,6 +293,44 @@ fn a_watched_directory_loads_new_and_changed_bundles() {
     drop(rt);
 }
 
+/// Loading a bundle reads its files; the watcher must not take those reads for changes
+/// (inotify reports opens and closes), or an unchanged bundle is activated again and
+/// again and pushes the real previous revisions out of its history. Loading the revision
+/// that is already active (same digest) changes nothing either.
+#[test]
+fn an_unchanged_watched_bundle_is_activated_once() {
+    let watched = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let mut events = reg.subscribe();
+    let rt = rt();
+    let _guard = rt.enter();
+    let _watcher = reg
+        .watch(watched.path(), Duration::from_millis(100))
+        .unwrap();
+    revision_dir(watched.path(), "q1");
+    for _ in 0..200 {
+        if reg.get("hot").is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = &reg.status()[0];
+    assert_eq!(status.history, Vec::<String>::new(), "{status:?}");
+    let mut activations = 0;
+    while let Ok(e) = events.try_recv() {
+        if matches!(e, rulebox::RegistryEvent::Activated { .. }) {
+            activations += 1;
+        }
+    }
+    assert_eq!(activations, 1);
+    // The same revision loaded again by hand: reported, not activated.
+    let again = rt.block_on(reg.load(&watched.path().join("q1"))).unwrap();
+    assert!(again.unchanged, "{again:?}");
+    assert_eq!(reg.status()[0].history, Vec::<String>::new());
+    drop(rt);
+}
+
 #[test]
 fn several_bundles_side_by_side_by_name() {
     let tmp = tempfile::tempdir().unwrap();
