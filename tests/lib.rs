@@ -580,7 +580,7 @@ impl Drop for Prometheus {
 /// A headless Chromium (Debian's `chromium`) on a private profile, driven over the DevTools
 /// protocol: one page, JavaScript evaluated in it, screenshots. Killed on drop.
 pub struct Chromium {
-    child: std::process::Child,
+    _child: KillOnDrop,
     ws: tungstenite::WebSocket<std::net::TcpStream>,
     next_id: u64,
     _profile: tempfile::TempDir,
@@ -590,22 +590,25 @@ impl Chromium {
     /// Starts Chromium on `about:blank` and connects to its page.
     pub fn start() -> Chromium {
         let profile = tempfile::tempdir().unwrap();
-        let child = std::process::Command::new("chromium")
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--remote-debugging-port=0",
-                "--window-size=1280,1000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run chromium ({e}): apt-get install chromium"));
+        // Owned by a guard at once: a panic while it starts must not leave it running.
+        let child = KillOnDrop(
+            std::process::Command::new("chromium")
+                .args([
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    "--remote-debugging-port=0",
+                    "--window-size=1280,1000",
+                ])
+                .arg(format!("--user-data-dir={}", profile.path().display()))
+                .arg("about:blank")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run chromium ({e}): apt-get install chromium")),
+        );
         // Chromium writes the port it chose to DevToolsActivePort in the profile.
         let port_file = profile.path().join("DevToolsActivePort");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -643,7 +646,7 @@ impl Chromium {
             .unwrap();
         let (ws, _) = tungstenite::client(page_ws.as_str(), stream).unwrap();
         Chromium {
-            child,
+            _child: child,
             ws,
             next_id: 0,
             _profile: profile,
@@ -729,9 +732,12 @@ fn devtools_json(addr: &str, path: &str) -> serde_json::Value {
     serde_json::from_slice(&body).unwrap_or_default()
 }
 
-impl Drop for Chromium {
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
