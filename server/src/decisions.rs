@@ -294,6 +294,10 @@ impl DecisionLog {
         let counters = Arc::new(Counters::default());
         let job = Writer {
             batch: config.batch,
+            gather: match config.mode {
+                LogMode::Async => ASYNC_GATHER,
+                LogMode::Sync => Duration::ZERO,
+            },
             retention: Retention::of(config),
             every: Duration::from_millis(config.retention_check_ms),
             counters: counters.clone(),
@@ -625,9 +629,16 @@ fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     }))
 }
 
+/// How long the async writer gathers entries before it commits: fewer, larger
+/// transactions and, above all, no wake-up of the writer per decision. Sync mode never
+/// waits: its callers are waiting for the commit.
+const ASYNC_GATHER: Duration = Duration::from_millis(20);
+
 /// The writer thread's settings.
 struct Writer {
     batch: usize,
+    /// How long to gather entries for a batch (zero in sync mode).
+    gather: Duration,
     retention: Retention,
     /// How often retention looks for expired rows when the last look found none.
     every: Duration,
@@ -645,6 +656,12 @@ impl Writer {
             match receiver.recv_timeout(wait) {
                 Ok(first) => {
                     let mut items = vec![first];
+                    // Asleep, not waiting on the queue: a sender then never has a
+                    // receiver to wake (a futex wake per decision costs more than the
+                    // insert).
+                    if !self.gather.is_zero() {
+                        std::thread::sleep(self.gather);
+                    }
                     while items.len() < self.batch {
                         match receiver.try_recv() {
                             Ok(q) => items.push(q),
