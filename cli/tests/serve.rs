@@ -798,3 +798,49 @@ fn the_dashboard_updates_live_in_a_real_browser() {
     std::fs::create_dir_all(&artifacts).unwrap();
     std::fs::write(artifacts.join("dashboard.png"), &png).unwrap();
 }
+
+/// `--log-json`: each decision is a JSON log line carrying the same `decision_id` (and
+/// request id) the response and the decision log carry.
+#[test]
+fn json_logs_carry_the_decision_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundles = watched_dir_with_pay(dir.path());
+    let config = write_config(
+        dir.path(),
+        &format!("[bundles]\ndir = \"{}\"\n", bundles.display()),
+    );
+    let log = dir.path().join("serve.log");
+    let config = config.display().to_string();
+    let (server, _) =
+        ServeProcess::with_args(BIN, &["--log-json", "serve", "--config", &config], &log);
+    server.wait_for(60, "the bundle loaded", |s| {
+        markers(s, "pay") == ["gen-1", "gen-1"]
+    });
+    let (status, v) = server.http(
+        "POST",
+        "/v1/bundles/pay/evaluate",
+        &[("Content-Type", "application/json")],
+        br#"{"input": {"order": {"amount": 5}}, "request_id": "trace-me"}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    let id = v["decision_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if let Some(line) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["fields"]["decision_id"] == id.as_str())
+        {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no JSON line with {id}:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(line["fields"]["request_id"], "trace-me", "{line}");
+    assert_eq!(line["fields"]["bundle"], "pay", "{line}");
+    assert_eq!(line["fields"]["verdict"], "allow", "{line}");
+}
