@@ -189,8 +189,8 @@ impl ResultCache {
             .clone()
     }
 
-    /// The per-rule cache state for one rule of a loaded bundle, or `None` when the rule is
-    /// not to be cached.
+    /// The per-rule cache state for one rule of a loaded bundle, or why the rule is not
+    /// cached (in words, for `describe` and the load log).
     pub(crate) fn for_rule(
         self: &Arc<Self>,
         bundle: &str,
@@ -199,14 +199,16 @@ impl ResultCache {
         policy: CachePolicy,
         has_grants: bool,
         rule_sets_strategy: bool,
-    ) -> Option<Arc<RuleCache>> {
+    ) -> Result<Arc<RuleCache>, String> {
         // A rule that reads data files is cached only when its own `cache` table asks: a
         // bundle-wide default must not silently cover data that can change under it.
         if has_grants && !rule_sets_strategy {
-            return None;
+            return Err(
+                "it reads data through a grant, which the bundle's default cache policy does not cover; give the rule its own `cache = { strategy = \"intelligent\" }` to cache it (entries are then tied to the bundle's digest)".into(),
+            );
         }
         let strategy = match policy.strategy {
-            Some(CacheStrategy::None) => return None,
+            Some(CacheStrategy::None) => return Err("its cache strategy is `none`".into()),
             Some(s) => s,
             None => CacheStrategy::Intelligent,
         };
@@ -241,7 +243,7 @@ impl ResultCache {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         rules.retain(|w| w.strong_count() > 0);
         rules.push(Arc::downgrade(&rc));
-        Some(rc)
+        Ok(rc)
     }
 
     /// Forgets every entry (L1, and L2 when configured). This host's entries are gone

@@ -233,8 +233,18 @@ fn rules_with_grants_are_cached_only_when_asked() {
     );
     let b = load(plain.path(), &c);
     assert!(!b.rules()[0].is_cached());
+    // Said, not silent: the description says why, and how to opt in.
+    let described = &b.describe().rules[0];
+    assert!(!described.cached);
+    let why = described.not_cached.as_deref().unwrap();
+    assert!(
+        why.contains("grant") && why.contains("cache = { strategy"),
+        "{why}"
+    );
     assert_eq!(served(&b, &[doc.clone(), doc.clone()]), [false, false]);
     let b = load(explicit.path(), &c);
+    assert!(b.describe().rules[0].cached);
+    assert_eq!(b.describe().rules[0].not_cached, None);
     assert_eq!(
         served(&b, &[doc.clone(), doc.clone()]),
         [false, true],
@@ -244,6 +254,10 @@ fn rules_with_grants_are_cached_only_when_asked() {
     // Opting out works for any rule.
     let b = load(one_rule("off", "{}", "{ strategy = \"none\" }").path(), &c);
     assert!(!b.rules()[0].is_cached());
+    assert_eq!(
+        b.describe().rules[0].not_cached.as_deref(),
+        Some("its cache strategy is `none`")
+    );
 }
 
 #[test]

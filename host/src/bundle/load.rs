@@ -32,16 +32,27 @@ impl Bundle {
         };
         let digest = source.digest_hex();
         let mut rules = compile_rules(engine, &manifest, &source, options)?;
-        if let Some(cache) = &options.cache {
-            for (rule, section) in rules.iter_mut().zip(&manifest.rules) {
-                rule.cached = cache.for_rule(
+        for (rule, section) in rules.iter_mut().zip(&manifest.rules) {
+            let cached = match &options.cache {
+                None => Err("no result cache is configured where it was loaded".to_owned()),
+                Some(cache) => cache.for_rule(
                     &manifest.bundle.name,
                     &digest,
                     &rule.rule,
                     rule.cache,
                     !section.grants.is_empty(),
                     section.cache.strategy.is_some(),
-                );
+                ),
+            };
+            match cached {
+                Ok(c) => rule.cached = Some(c),
+                Err(why) => {
+                    if options.cache.is_some() && !section.grants.is_empty() {
+                        // Said at load, not left for a user to discover in the stats.
+                        tracing::info!(bundle = %manifest.bundle.name, rule = %section.name, "results not cached: {why}");
+                    }
+                    rule.not_cached = Some(why);
+                }
             }
         }
         let rules = rules.into_iter().map(Arc::new).collect();
@@ -227,6 +238,7 @@ fn compile_rules(
             cache: r.cache.or(b.cache),
             tests: r.tests.clone(),
             cached: None,
+            not_cached: None,
             recent_us: u64::MAX.into(),
         });
     }

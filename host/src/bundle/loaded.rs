@@ -141,6 +141,8 @@ pub struct BundleRule {
     pub tests: Vec<TestCase>,
     /// Its result-cache state, when it is cached.
     pub(super) cached: Option<Arc<RuleCache>>,
+    /// Why it is not cached, when it is not.
+    pub(super) not_cached: Option<String>,
     /// Recent CPU time per evaluation, in microseconds (`u64::MAX`: not measured yet).
     pub(super) recent_us: std::sync::atomic::AtomicU64,
 }
@@ -287,6 +289,8 @@ impl Bundle {
                     limits: *r.rule.limits(),
                     on_error: r.on_error,
                     cache: r.cache,
+                    cached: r.cached.is_some(),
+                    not_cached: r.not_cached.clone(),
                     tests: r.tests.len(),
                 })
                 .collect(),
@@ -341,6 +345,11 @@ pub struct RuleDescription {
     pub on_error: OnError,
     /// Its result-cache policy.
     pub cache: CachePolicy,
+    /// Whether its results are cached in this load.
+    pub cached: bool,
+    /// Why not, when they are not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_cached: Option<String>,
     /// Its golden cases.
     pub tests: usize,
 }
