@@ -43,7 +43,7 @@ mod request;
 mod value;
 
 pub use decision::{Decision, Verdict};
-pub use log::{Level, log};
+pub use log::{Level, enabled as log_enabled, log};
 pub use request::{Request, RuleError};
 pub use value::Value;
 
