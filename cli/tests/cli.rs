@@ -863,4 +863,21 @@ fn decisions_lists_shows_aggregates_and_compacts_a_log_file() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("no such decision-log file"), "{err}");
+    // Compacting a file that is not a decision log refuses it and leaves it as it was.
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let before = std::fs::read(&other).unwrap();
+    let other_file = other.display().to_string();
+    let (code, _, err) = rulebox(&["decisions", "compact", "--log-file", &other_file], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a decision log"), "{err}");
+    assert_eq!(
+        std::fs::read(&other).unwrap(),
+        before,
+        "the other file was changed"
+    );
+    assert!(!dir.path().join("other.db-wal").exists());
 }

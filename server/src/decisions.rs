@@ -260,8 +260,10 @@ fn run_to_end(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// server's writer does a batch at a time), then hands the free pages back. Returns the
 /// detail and rollup rows deleted. For `rulebox decisions compact` and tests.
 pub fn compact(path: &Path, retention: Retention, now_ms: u64) -> Result<(u64, u64), String> {
+    // Checked read-only first: any other file (another SQLite database, a typo) is refused
+    // untouched, not given our tables and switched to WAL.
+    drop(LogReader::open(path)?);
     let conn = open(path, LogMode::Async)?;
-    conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
     let (mut detail, mut rollups) = (0u64, 0u64);
     loop {
         let (d, r) = retain_step(&conn, retention, now_ms).map_err(|e| e.to_string())?;
