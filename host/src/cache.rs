@@ -295,6 +295,12 @@ impl ResultCache {
         true
     }
 
+    /// The shared (Redis) cache's counters and breaker state, when one is configured:
+    /// what [`ResultCache::stats`] has under `l2`, without collecting every rule's.
+    pub fn l2_stats(&self) -> Option<L2Stats> {
+        self.l2.as_ref().map(L2::stats)
+    }
+
     /// Totals and per-rule counters.
     pub fn stats(&self) -> CacheStats {
         let rules: Vec<RuleCacheStats> = self
@@ -316,7 +322,7 @@ impl ResultCache {
             entries: self.l1.len() as u64,
             bytes: self.l1.weight(),
             memory_budget_bytes: self.config.memory_bytes,
-            l2: self.l2.as_ref().map(L2::stats),
+            l2: self.l2_stats(),
             rules,
         }
     }

@@ -143,9 +143,11 @@ impl Alerts {
         now_ms: u64,
         signal: impl Fn(&AlertRule) -> Option<f64>,
     ) {
+        // The signals first: computing them takes time (the health score reads the window),
+        // and readers of the states (the dashboard, `GET /v1/alerts`) wait on the lock.
+        let values: Vec<Option<f64>> = rules.iter().map(&signal).collect();
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        for rule in rules {
-            let value = signal(rule);
+        for (rule, value) in rules.iter().zip(values) {
             let holds = value.is_some_and(|v| match rule.op {
                 Comparison::Above => v > rule.threshold,
                 Comparison::Below => v < rule.threshold,
@@ -269,7 +271,7 @@ impl Alerts {
     }
 
     fn history(&self, n: usize) -> rusqlite::Result<Vec<Value>> {
-        let Some(store) = &self.store else {
+        let Some(store) = self.store.as_ref().filter(|_| n > 0) else {
             return Ok(Vec::new());
         };
         let conn = store.lock().unwrap_or_else(|e| e.into_inner());

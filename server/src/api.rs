@@ -196,10 +196,9 @@ impl AppState {
                         let interval = Duration::from_millis(live.config.alerts.interval_ms);
                         next_alerts = std::time::Instant::now() + interval;
                         if !live.config.alerts.rules.is_empty() {
-                            let rules = &live.config.alerts.rules;
                             // SQLite writes on transitions: off the async workers.
                             let for_alerts = state.clone();
-                            let rules = rules.clone();
+                            let rules = live.config.alerts.rules.clone();
                             let _ = tokio::task::spawn_blocking(move || {
                                 for_alerts.evaluate_alerts(&rules, now);
                             })
@@ -339,8 +338,7 @@ impl AppState {
             breaker_open: self
                 .inner
                 .cache
-                .stats()
-                .l2
+                .l2_stats()
                 .is_some_and(|l2| l2.breaker == "open"),
             missing: self.missing_bundles(),
             stale: self

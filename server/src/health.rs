@@ -350,11 +350,14 @@ fn judge(
     weight: f64,
     what: impl Fn(f64) -> String,
 ) -> Component {
+    // A level is reached at it, except a level of 0, which any value above it reaches
+    // (a zero count is never a warning).
+    let reaches = |v: f64, level: f64| if level > 0.0 { v >= level } else { v > level };
     let (status, deduction) = match value {
         None => ("unjudged", 0.0),
-        Some(v) if v >= t.critical && t.critical > 0.0 || v > t.critical => ("critical", weight),
+        Some(v) if reaches(v, t.critical) => ("critical", weight),
         // From a quarter of the weight at `warning` to all of it at `critical`.
-        Some(v) if v >= t.warning && t.warning > 0.0 || v > t.warning => {
+        Some(v) if reaches(v, t.warning) => {
             let span = (t.critical - t.warning).max(f64::EPSILON);
             (
                 "warning",
