@@ -791,6 +791,13 @@ fn write(conn: &Connection, items: &[Queued]) -> Result<(), String> {
 pub fn parse_time(s: &str, now_ms: u64) -> Result<u64, String> {
     let s = s.trim();
     if let Ok(ms) = s.parse::<u64>() {
+        // Under 10^11 ms is before 1973: almost surely seconds, which would silently select
+        // everything since 1970.
+        if ms < 100_000_000_000 {
+            return Err(format!(
+                "`{s}` as ms since the epoch is before 1973: give milliseconds ({s}000 if it is seconds), RFC 3339, or a duration ago (15m)"
+            ));
+        }
         return Ok(ms);
     }
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
@@ -811,4 +818,27 @@ pub fn parse_interval(s: &str) -> Result<u64, String> {
     humantime::parse_duration(s.trim())
         .map(|d| d.as_millis() as u64)
         .map_err(|e| format!("`{s}` is not a duration (5m, 1h): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_are_ms_rfc3339_or_a_duration_ago_and_seconds_are_refused() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_time("1763800000000", now), Ok(1_763_800_000_000));
+        assert_eq!(
+            parse_time("2026-11-22T10:00:00Z", now),
+            Ok(1_795_341_600_000)
+        );
+        assert_eq!(parse_time("15m", now), Ok(now - 900_000));
+        let e = parse_time("1763800000", now).unwrap_err();
+        assert!(e.contains("1763800000000 if it is seconds"), "{e}");
+        assert!(
+            parse_time("yesterday", now)
+                .unwrap_err()
+                .contains("not a time")
+        );
+    }
 }
