@@ -242,6 +242,7 @@ impl Engine {
                 pre,
                 digest,
                 engine: self.clone(),
+                initialized: false,
             }),
         })
     }
@@ -277,6 +278,7 @@ struct RulePreInner {
     pre: bindings::RulePre<StoreState>,
     digest: [u8; 32],
     engine: Engine,
+    initialized: bool,
 }
 
 impl RulePre {
@@ -297,6 +299,12 @@ impl RulePre {
 
     pub(crate) fn pre(&self) -> &bindings::RulePre<StoreState> {
         &self.inner.pre
+    }
+
+    /// Whether this is a snapshot taken after the rule's `init` ran: its evaluations start
+    /// from the state `init` left and get no directory grants.
+    pub fn initialized(&self) -> bool {
+        self.inner.initialized
     }
 }
 

@@ -89,7 +89,9 @@ pub use registry::{
     Activation, BundleStatus, FailureRecord, LoadFailure, Registry, RegistryConfig, RegistryError,
     RegistryEvent,
 };
-pub use rule::{Decision, Evaluation, Grant, Metering, Rule, RuleBuilder, Upstream, Verdict};
+pub use rule::{
+    Decision, Evaluation, Grant, Isolation, Metering, Rule, RuleBuilder, Upstream, Verdict,
+};
 
 // Compile-time checks: what embedders share across threads (behind an `Arc`, in a server's
 // state) stays `Send + Sync`. A field that breaks this fails the build here, not in a user's.

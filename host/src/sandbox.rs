@@ -26,6 +26,10 @@ pub(crate) struct StoreState {
     /// The guest asked to sleep past the deadline (and was woken at it): whatever it
     /// returns, the evaluation timed out.
     pub slept_past_deadline: bool,
+    /// When the current call started, by the wall clock and by the thread's CPU clock: the
+    /// epoch callback charges the rule only for the CPU its thread used since.
+    pub started: std::time::Instant,
+    pub cpu_start: std::time::Duration,
 }
 
 /// Replaces WASI's `monotonic-clock.subscribe-*`: a guest that sleeps blocks in the host,
@@ -163,6 +167,13 @@ impl RuleLog {
             last_error: None,
         }
     }
+
+    /// Starts counting afresh (a reused instance's next evaluation).
+    pub fn reset(&mut self) {
+        self.lines = 0;
+        self.dropped = 0;
+        self.last_error = None;
+    }
 }
 
 impl types::Host for StoreState {}
@@ -240,6 +251,13 @@ impl Capture {
     pub fn peek(&self) -> (String, usize) {
         let buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         (String::from_utf8_lossy(&buf.data).into_owned(), buf.dropped)
+    }
+
+    /// Forgets what was kept (a reused instance starts each evaluation empty).
+    pub fn clear(&self) {
+        let mut buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        buf.data.clear();
+        buf.dropped = 0;
     }
 }
 

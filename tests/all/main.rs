@@ -11,6 +11,7 @@ mod layout;
 mod loading;
 mod sandbox;
 mod signing;
+mod warm;
 
 /// Every guest component must be exercised by some test (by name, in this directory).
 #[test]

@@ -223,7 +223,17 @@ fn compile_rules(
         let mut builder = Rule::builder(r.name.clone(), pre)
             .reads(r.reads.clone())
             .settings(settings)
-            .limits(limits);
+            .limits(limits)
+            .isolation(r.isolation);
+        if let Some(n) = r.reuse_limit {
+            if r.isolation != crate::Isolation::Reuse {
+                return Err(named(crate::ConfigError::new(
+                    "reuse_limit",
+                    "applies only with isolation = \"reuse\"",
+                )));
+            }
+            builder = builder.reuse_limit(n);
+        }
         for g in &r.grants {
             let dir = source::check_manifest_path(&g.dir).unwrap_or_default();
             builder = builder.grant(Grant {

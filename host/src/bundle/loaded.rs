@@ -291,6 +291,7 @@ impl Bundle {
                     cache: r.cache,
                     cached: r.cached.is_some(),
                     not_cached: r.not_cached.clone(),
+                    isolation: r.rule.isolation(),
                     tests: r.tests.len(),
                 })
                 .collect(),
@@ -350,6 +351,8 @@ pub struct RuleDescription {
     /// Why not, when they are not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_cached: Option<String>,
+    /// How its evaluations are isolated from one another.
+    pub isolation: crate::Isolation,
     /// Its golden cases.
     pub tests: usize,
 }

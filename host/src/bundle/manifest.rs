@@ -88,9 +88,20 @@ pub struct RuleSection {
     /// Result-cache policy over the bundle's default.
     #[serde(default)]
     pub cache: CachePolicy,
+    /// `"fresh"` (the default: a new instance per evaluation) or `"reuse"` (opt-in warm
+    /// mode, weaker isolation: see [`Isolation::Reuse`](crate::Isolation::Reuse)).
+    #[serde(default, skip_serializing_if = "is_fresh")]
+    pub isolation: crate::Isolation,
+    /// With `isolation = "reuse"`, evaluations one instance answers before it is replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse_limit: Option<u32>,
     /// Golden cases for this rule (`[[rule.test]]`).
     #[serde(default, rename = "test", skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<TestCase>,
+}
+
+fn is_fresh(i: &crate::Isolation) -> bool {
+    *i == crate::Isolation::Fresh
 }
 
 /// A read-only grant of a bundle directory.
@@ -465,6 +476,8 @@ mod tests {
                     grants: vec![],
                     on_error: None,
                     cache: Default::default(),
+                    isolation: Default::default(),
+                    reuse_limit: None,
                     tests: vec![],
                 })
                 .collect(),
