@@ -44,6 +44,8 @@ struct EngineInner {
     /// Evaluations the host could not run (no slot, no instance, starved): see
     /// [`EngineStats::overloaded`].
     overloaded: AtomicU64,
+    /// Threads that share a layer's rules with the evaluating thread.
+    helpers: crate::workers::Helpers,
     _ticker: Ticker,
 }
 
@@ -93,6 +95,8 @@ impl Engine {
 
         let artifacts = Artifacts::new(&wasmtime, config.cache_dir.clone())?;
         let ticker = Ticker::start(&wasmtime, Duration::from_millis(config.epoch_tick_ms));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let helpers = crate::workers::Helpers::new(config.max_concurrent_evaluations.min(cpus) - 1);
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 admission: Admission::new(config.max_concurrent_evaluations),
@@ -103,6 +107,7 @@ impl Engine {
                 live: Mutex::default(),
                 compiling: Mutex::default(),
                 overloaded: AtomicU64::new(0),
+                helpers,
                 _ticker: ticker,
             }),
         })
@@ -124,6 +129,11 @@ impl Engine {
             waiting: state.waiting,
             overloaded: self.inner.overloaded.load(Ordering::Relaxed),
         }
+    }
+
+    /// The threads that share a dependency layer's rules with the evaluating thread.
+    pub(crate) fn helpers(&self) -> &crate::workers::Helpers {
+        &self.inner.helpers
     }
 
     /// Counts an evaluation refused as overloaded.

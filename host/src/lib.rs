@@ -44,6 +44,7 @@
 //!   adaptive strategy, the Redis L2 with its breaker.
 //! - `rule`: configured rules and evaluation ([`Rule`], [`Decision`], [`Evaluation`]).
 //! - `bench`: what a rule costs per evaluation ([`Rule::bench`]).
+//! - `workers`: helper threads that share a dependency layer with the evaluating thread.
 //! - `sandbox`: the per-evaluation store: limiter, captured stdio, the host `log` import.
 //! - `input`: the input document, parsed once, and its projection onto each rule's `reads`.
 //! - `config`: [`EngineConfig`] and [`Limits`].
@@ -66,6 +67,7 @@ mod input;
 mod registry;
 mod rule;
 mod sandbox;
+mod workers;
 
 pub use artifacts::ArtifactStats;
 pub use bench::{BenchReport, Outcome};

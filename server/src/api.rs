@@ -99,6 +99,9 @@ impl AppState {
                     require_signature: !trusted_keys.is_empty(),
                     trusted_keys,
                     cache: Some(cache.clone()),
+                    // The async workers have other requests to serve: rules go to the
+                    // blocking pool (measured in benches/http.rs: inline was slower here).
+                    inline_below_us: 0,
                     ..LoadOptions::default()
                 },
                 run_tests: config.bundles.run_tests,

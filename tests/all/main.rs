@@ -9,6 +9,7 @@ mod hostile;
 mod hotload;
 mod layout;
 mod loading;
+mod orchestration;
 mod sandbox;
 mod signing;
 mod warm;

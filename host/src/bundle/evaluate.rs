@@ -9,12 +9,17 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Below this many microseconds of recent cost, a layer's rules run one after another on
+/// the calling thread: waking a helper thread costs tens of microseconds on a VM.
+const PARALLEL_FROM_US: u64 = 60;
+
 impl Bundle {
     /// Evaluates the bundle: the rules of each dependency layer run concurrently on tokio's
     /// blocking pool, on at most `concurrency` workers that each take the layer's next rule;
     /// dependents get their upstream decisions. Results found in the in-memory cache are
     /// served on the calling task without a hop to the blocking pool, and so is a layer whose
-    /// rules recently cost less than [`LoadOptions::inline_below_us`] in all.
+    /// rules recently cost less than [`LoadOptions::inline_below_us`] in all (shared with the
+    /// engine's helper threads when it is worth it).
     ///
     /// [`LoadOptions::inline_below_us`]: crate::LoadOptions::inline_below_us
     ///
@@ -54,13 +59,8 @@ impl Bundle {
                     })
                     .is_some_and(|total| total < self.inline_below_us);
             if inline {
-                tokio::task::block_in_place(|| {
-                    for (i, rule, upstream) in pending {
-                        let eval = rule.evaluate(input, &upstream);
-                        rule.note_cost(&eval);
-                        evals[i] = Some(eval);
-                    }
-                });
+                tokio::task::block_in_place(|| self.run_here(pending, input, &mut evals));
+                self.fill_missing(layer, &mut evals);
                 self.check_overload(layer, &evals)?;
                 continue;
             }
@@ -92,23 +92,95 @@ impl Bundle {
                     evals[i] = Some(eval);
                 }
             }
-            for &i in layer {
-                if evals[i].is_none() {
-                    evals[i] = Some(Evaluation {
-                        rule: self.rules[i].rule.name().into(),
-                        result: Err(EvalError::Trap {
-                            message: "the host task evaluating this rule failed".into(),
-                            detail: None,
-                        }),
-                        metering: Default::default(),
-                        cached: false,
-                        read_clock: false,
-                    });
-                }
-            }
+            self.fill_missing(layer, &mut evals);
             self.check_overload(layer, &evals)?;
         }
         Ok(self.finish(evals, start))
+    }
+
+    /// Evaluates the bundle on the calling thread, for callers without an async runtime:
+    /// memory-cache hits are served at once, and a dependency layer whose rules are worth it
+    /// is shared with the engine's helper threads (the calling thread works too), so a wide
+    /// layer uses every core and a cheap one never waits for a hand-off. The same result as
+    /// [`Bundle::evaluate`].
+    ///
+    /// Blocks: do not call it from async code (use [`Bundle::evaluate`]); a rule's WASI
+    /// calls would block the runtime's worker.
+    pub fn evaluate_blocking(&self, input: &Input) -> Result<BundleResult, Overloaded> {
+        let start = Instant::now();
+        let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
+        for layer in &self.layers {
+            let mut pending: Vec<Job> = Vec::new();
+            for &i in layer {
+                let upstream = self.upstream_of(i, &evals);
+                match self.rules[i].cached_in_memory(input, &upstream) {
+                    Some(eval) => evals[i] = Some(eval),
+                    None => pending.push((i, self.rules[i].clone(), upstream)),
+                }
+            }
+            self.run_here(pending, input, &mut evals);
+            self.fill_missing(layer, &mut evals);
+            self.check_overload(layer, &evals)?;
+        }
+        Ok(self.finish(evals, start))
+    }
+
+    /// Runs one layer's pending rules on this thread: one after another when they are
+    /// cheap, or shared with the engine's helper threads when the layer's recent cost
+    /// (unknown counts as high) would repay the hand-off.
+    fn run_here(&self, pending: Vec<Job>, input: &Input, evals: &mut [Option<Evaluation>]) {
+        let cost = pending.iter().try_fold(0u64, |sum, (_, rule, _)| {
+            Some(sum.saturating_add(rule.inline_cost_us()?))
+        });
+        let parallel = pending.len() > 1
+            && self.concurrency > 1
+            && cost.is_none_or(|us| us >= PARALLEL_FROM_US);
+        if !parallel {
+            for (i, rule, upstream) in pending {
+                let eval = rule.evaluate(input, &upstream);
+                rule.note_cost(&eval);
+                evals[i] = Some(eval);
+            }
+            return;
+        }
+        let Some(engine) = pending
+            .first()
+            .map(|(_, r, _)| r.rule.pre().engine().clone())
+        else {
+            return;
+        };
+        let jobs = Arc::new(pending);
+        let (shared, input) = (jobs.clone(), input.clone());
+        let done = engine
+            .helpers()
+            .run(jobs.len(), self.concurrency - 1, move |k| {
+                let (_, rule, upstream) = &shared[k];
+                let eval = rule.evaluate(&input, upstream);
+                rule.note_cost(&eval);
+                eval
+            });
+        for ((i, _, _), eval) in jobs.iter().zip(done) {
+            evals[*i] = eval;
+        }
+    }
+
+    /// Reports a rule whose evaluation was lost (a host bug: its task panicked) as failed,
+    /// rather than taking the whole evaluation down.
+    fn fill_missing(&self, layer: &[usize], evals: &mut [Option<Evaluation>]) {
+        for &i in layer {
+            if evals[i].is_none() {
+                evals[i] = Some(Evaluation {
+                    rule: self.rules[i].rule.name().into(),
+                    result: Err(EvalError::Trap {
+                        message: "the host task evaluating this rule failed".into(),
+                        detail: None,
+                    }),
+                    metering: Default::default(),
+                    cached: false,
+                    read_clock: false,
+                });
+            }
+        }
     }
 
     /// Stops an evaluation in which the host could not run a rule.

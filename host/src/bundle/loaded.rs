@@ -88,7 +88,7 @@ impl BundleError {
 pub type LoadProgress = Arc<dyn Fn(usize, usize, &str) + Send + Sync>;
 
 /// How bundles are checked when loaded, and how they evaluate.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LoadOptions {
     /// Keys whose signatures are accepted. When any is given, every bundle must carry a
     /// valid signature by one of them.
@@ -103,16 +103,36 @@ pub struct LoadOptions {
     /// The result cache the bundle's rules use, per their `cache` policies. Default: none.
     pub cache: Option<Arc<ResultCache>>,
     /// [`Bundle::evaluate`] runs a dependency layer on the calling thread (inside
-    /// `block_in_place`, on a multi-thread tokio runtime), instead of handing it to the
-    /// blocking pool, when its rules' recent cost adds up to less than this many
-    /// microseconds of CPU. A rule's recent cost is the larger of its last evaluation's CPU
-    /// time and a moving average, so one slow evaluation sends it back to the pool at once.
+    /// `block_in_place`, on a multi-thread tokio runtime; a layer worth it is shared with the
+    /// engine's helper threads), instead of handing it to tokio's blocking pool, when its
+    /// rules' recent cost adds up to less than this many microseconds of CPU. A rule's
+    /// recent cost is the larger of its last evaluation's CPU time and a moving average, so
+    /// one slow evaluation sends it back to the pool at once; a rule not measured yet, or
+    /// one that may wait on Redis, always goes to the pool.
     ///
-    /// Default 0: always the pool. Measured on 2 cores (`benches/http.rs`), 100 made 32
-    /// concurrent library callers of a one-rule bundle about 1.5x faster, and the HTTP server
-    /// slower (`block_in_place` hands the worker's other tasks to another thread), so it is
-    /// for embedders whose callers do little else; measure yours.
+    /// Default [`LoadOptions::DEFAULT_INLINE_BELOW_US`]: a hand-off to the blocking pool
+    /// costs tens of microseconds, more than most rules. 0 always uses the pool: right for
+    /// a server whose async workers have other requests to serve (`block_in_place` hands
+    /// them to another thread); `rulebox serve` sets 0, measured in `benches/http.rs`.
     pub inline_below_us: u64,
+}
+
+impl LoadOptions {
+    /// The default of [`LoadOptions::inline_below_us`].
+    pub const DEFAULT_INLINE_BELOW_US: u64 = 200;
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            trusted_keys: Vec::new(),
+            require_signature: false,
+            source_limits: SourceLimits::default(),
+            progress: None,
+            cache: None,
+            inline_below_us: LoadOptions::DEFAULT_INLINE_BELOW_US,
+        }
+    }
 }
 
 impl std::fmt::Debug for LoadOptions {
