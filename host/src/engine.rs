@@ -146,6 +146,11 @@ impl Engine {
         &self.inner.config
     }
 
+    /// The linker rules are instantiated with.
+    pub(crate) fn linker(&self) -> &Linker<StoreState> {
+        &self.inner.linker
+    }
+
     /// The underlying wasmtime engine.
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
         &self.inner.wasmtime
@@ -166,6 +171,16 @@ impl Engine {
     /// A component already loaded (and still in use) is not compiled again, and with
     /// [`EngineConfig::cache_dir`] set, compiled code is kept on disk across restarts.
     pub fn load(&self, bytes: &[u8]) -> Result<RulePre, LoadError> {
+        self.load_as(bytes, None)
+    }
+
+    /// [`Engine::load`], for a component that is (with the component it was taken of) or is
+    /// not a snapshot taken after a rule's `init`.
+    pub(crate) fn load_as(
+        &self,
+        bytes: &[u8],
+        origin: Option<&RulePre>,
+    ) -> Result<RulePre, LoadError> {
         check_header(bytes)?;
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         if let Some(pre) = self.live(&digest) {
@@ -180,7 +195,7 @@ impl Engine {
             // Whoever held the gate before us may have compiled it.
             match self.live(&digest) {
                 Some(pre) => Ok(pre),
-                None => self.compile(bytes, digest),
+                None => self.compile(bytes, digest, origin),
             }
         };
         let mut compiling = lock(&self.inner.compiling);
@@ -198,13 +213,18 @@ impl Engine {
         Some(RulePre { inner })
     }
 
-    fn compile(&self, bytes: &[u8], digest: [u8; 32]) -> Result<RulePre, LoadError> {
+    fn compile(
+        &self,
+        bytes: &[u8],
+        digest: [u8; 32],
+        origin: Option<&RulePre>,
+    ) -> Result<RulePre, LoadError> {
         let component = self
             .inner
             .artifacts
             .compile(&self.inner.wasmtime, bytes, &digest)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let pre = self.prepare(component, digest)?;
+        let pre = self.prepare(component, digest, bytes, origin)?;
         let mut live = lock(&self.inner.live);
         live.retain(|_, weak| weak.strong_count() > 0);
         live.insert(digest, Arc::downgrade(&pre.inner));
@@ -221,7 +241,10 @@ impl Engine {
         &self,
         component: Component,
         digest: [u8; 32],
+        bytes: &[u8],
+        origin: Option<&RulePre>,
     ) -> Result<RulePre, LoadError> {
+        let initialized = origin.is_some();
         let ty = component.component_type();
         let engine = &self.inner.wasmtime;
         if ty.get_export(engine, "evaluate").is_none() {
@@ -235,6 +258,23 @@ impl Engine {
                 }
             )));
         }
+        // A rule that loads data once exports `init` (the `initializer` world); the bytes
+        // are kept to snapshot it after `init` runs, per configuration.
+        let init_source = match ty.get_export(engine, "init").map(|e| e.ty) {
+            None => None,
+            // A snapshot keeps its `init`, which already ran.
+            Some(_) if initialized => None,
+            Some(wasmtime::component::types::ComponentItem::ComponentFunc(f))
+                if f.params().len() == 1 && f.results().len() == 1 =>
+            {
+                Some(Arc::from(bytes))
+            }
+            Some(_) => {
+                return Err(LoadError::MissingExport(
+                    "its `init` export is not `func(settings: string) -> result<_, string>`".into(),
+                ));
+            }
+        };
         for (name, _) in ty.imports(engine) {
             if !(name.starts_with("wasi:") || HOST_IMPORTS.contains(&name)) {
                 return Err(LoadError::UnexpectedImport(name.to_owned()));
@@ -252,7 +292,9 @@ impl Engine {
                 pre,
                 digest,
                 engine: self.clone(),
-                initialized: false,
+                initialized,
+                init_source,
+                _origin: origin.cloned(),
             }),
         })
     }
@@ -289,6 +331,11 @@ struct RulePreInner {
     digest: [u8; 32],
     engine: Engine,
     initialized: bool,
+    /// The component's bytes, when it exports `init`.
+    init_source: Option<Arc<[u8]>>,
+    /// For a snapshot: the component it was taken of, kept compiled (and live) so the next
+    /// load of it is a memory hit.
+    _origin: Option<RulePre>,
 }
 
 impl RulePre {
@@ -309,6 +356,12 @@ impl RulePre {
 
     pub(crate) fn pre(&self) -> &bindings::RulePre<StoreState> {
         &self.inner.pre
+    }
+
+    /// The component's bytes when it exports `init`: each configuration of it is
+    /// initialized and snapshot at load.
+    pub(crate) fn init_source(&self) -> Option<&Arc<[u8]>> {
+        self.inner.init_source.as_ref()
     }
 
     /// Whether this is a snapshot taken after the rule's `init` ran: its evaluations start

@@ -202,6 +202,9 @@ pub enum LoadError {
     /// The linker could not satisfy the component's imports.
     #[error("component cannot be linked in the rule sandbox: {0}")]
     Link(String),
+    /// The rule's `init` failed (its error, a trap, a limit) or could not be snapshot.
+    #[error("init: {0}")]
+    Init(String),
 }
 
 /// `{"kind": "incompatible-component", "message": "..."}`, as the evaluation it prevents.

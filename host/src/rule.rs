@@ -8,6 +8,7 @@ use crate::error::{ConfigError, ErrorKind, EvalError};
 use crate::input::{Input, Reads};
 use crate::sandbox::{Capture, Limiter, RuleLog, StoreState, truncate};
 use serde::{Deserialize, Serialize};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -388,17 +389,21 @@ impl RuleBuilder {
         let engine = self.pre.engine().config();
         let limits = engine.default_limits.with(&self.limits);
         limits.check_within(&engine.max_limits, "limits.")?;
+        let mut config = RuleConfig {
+            name: self.name.into(),
+            pre: self.pre,
+            reads,
+            settings: self.settings.to_string(),
+            grants: self.grants,
+            limits,
+            isolation: self.isolation,
+            reuse_limit: self.reuse_limit,
+        };
+        if let Some(source) = config.pre.init_source().cloned() {
+            config.pre = initialize(&config, &source).map_err(|m| ConfigError::new("init", m))?;
+        }
         Ok(Rule {
-            inner: Arc::new(RuleInner::new(RuleConfig {
-                name: self.name.into(),
-                pre: self.pre,
-                reads,
-                settings: self.settings.to_string(),
-                grants: self.grants,
-                limits,
-                isolation: self.isolation,
-                reuse_limit: self.reuse_limit,
-            })),
+            inner: Arc::new(RuleInner::new(config)),
         })
     }
 }
@@ -761,6 +766,144 @@ impl WarmPool {
         if idle.len() < self.max_idle {
             idle.push(warm);
         }
+    }
+}
+
+/// Runs a rule's `init` once, with its settings and grants, under its limits, and compiles a
+/// snapshot of the instance it leaves: evaluations of the returned component start from that
+/// state (a fresh instance each, memory copy-on-write) and get no grants.
+fn initialize(config: &RuleConfig, source: &[u8]) -> Result<RulePre, String> {
+    let engine = config.pre.engine();
+    let mut wizer = wasmtime_wizer::Wizer::new();
+    // Kept: removing it would also strip the core module's export of the same name, which
+    // the component's own `init` lift still refers to. Nothing calls it on a snapshot.
+    wizer.init_func("init").keep_init_func(true);
+    let (cx, instrumented) = wizer
+        .instrument_component(source)
+        .map_err(|e| format!("cannot prepare the component for a snapshot: {e:#}"))?;
+    let component = wasmtime::component::Component::new(engine.wasmtime(), &instrumented)
+        .map_err(|e| format!("cannot compile the component for init: {e:#}"))?;
+    let inner = RuleInner::new(config.clone());
+    let mut sandbox = Sandbox::new(&inner).map_err(|e| e.to_string())?;
+    sandbox.start(&config.limits);
+    let instance = engine
+        .linker()
+        .instantiate(&mut sandbox.store, &component)
+        .map_err(|e| format!("cannot instantiate: {e:#}"))?;
+    let init = instance
+        .get_typed_func::<(&str,), (Result<(), String>,)>(&mut sandbox.store, "init")
+        .map_err(|e| format!("`init` has the wrong type: {e:#}"))?;
+    let called = init.call(&mut sandbox.store, (&config.settings,));
+    log_stdio(&config.name, &sandbox.stdout, &sandbox.stderr);
+    match called {
+        Ok((Ok(()),)) => {}
+        Ok((Err(message),)) => {
+            return Err(truncate(message, config.limits.output_bytes));
+        }
+        Err(e) => {
+            let state = sandbox.store.data();
+            return Err(classify(e, state, &config.limits, &sandbox.stderr).to_string());
+        }
+    }
+    let mut state = Snapshot {
+        store: &mut sandbox.store,
+        instance,
+    };
+    // Every accessor is synchronous: the future is ready on its first poll. The accessors are
+    // Wizer's own, but they run in the rule's instance: a failure is reported, not a panic.
+    let snapshot = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let future = std::pin::pin!(wizer.snapshot_component(&cx, &mut state));
+        match future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(r) => r.map_err(|e| format!("{e:#}")),
+            std::task::Poll::Pending => Err("the snapshot did not complete".into()),
+        }
+    }))
+    .map_err(|_| "the snapshot failed".to_owned())?
+    .map_err(|e| format!("cannot snapshot the initialized instance: {e}"))?;
+    engine
+        .load_as(&snapshot, Some(&config.pre))
+        .map_err(|e| format!("the snapshot does not load: {e}"))
+}
+
+/// The instance `init` ran in, as Wizer reads it (through accessors it added).
+struct Snapshot<'a> {
+    store: &'a mut Store<StoreState>,
+    instance: wasmtime::component::Instance,
+}
+
+impl Snapshot<'_> {
+    fn call<R, T>(
+        &mut self,
+        instance: &str,
+        func: &str,
+        read: impl FnOnce(&Store<StoreState>, R) -> T,
+    ) -> T
+    where
+        R: wasmtime::component::ComponentType + wasmtime::component::Lift + Send + Sync + 'static,
+    {
+        let store = &mut *self.store;
+        let (_, exported) = self
+            .instance
+            .get_export(&mut *store, None, instance)
+            .expect("wizer's accessor instance");
+        let (_, index) = self
+            .instance
+            .get_export(&mut *store, Some(&exported), func)
+            .expect("wizer's accessor");
+        let f = self
+            .instance
+            .get_typed_func::<(), (R,)>(&mut *store, index)
+            .expect("wizer's accessor type");
+        let (r,) = f.call(&mut *store, ()).expect("wizer's accessor call");
+        read(store, r)
+    }
+}
+
+impl wasmtime_wizer::ComponentInstanceState for Snapshot<'_> {
+    fn call_func_ret_list_u8(
+        &mut self,
+        instance: &str,
+        func: &str,
+        contents: impl FnOnce(&[u8]) + Send,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        self.call(
+            instance,
+            func,
+            |store, list: wasmtime::component::WasmList<u8>| contents(list.as_le_slice(store)),
+        );
+        std::future::ready(())
+    }
+
+    fn call_func_ret_s32(
+        &mut self,
+        instance: &str,
+        func: &str,
+    ) -> impl std::future::Future<Output = i32> + Send {
+        std::future::ready(self.call(instance, func, |_, r: i32| r))
+    }
+
+    fn call_func_ret_s64(
+        &mut self,
+        instance: &str,
+        func: &str,
+    ) -> impl std::future::Future<Output = i64> + Send {
+        std::future::ready(self.call(instance, func, |_, r: i64| r))
+    }
+
+    fn call_func_ret_f32(
+        &mut self,
+        instance: &str,
+        func: &str,
+    ) -> impl std::future::Future<Output = u32> + Send {
+        std::future::ready(self.call(instance, func, |_, r: f32| r.to_bits()))
+    }
+
+    fn call_func_ret_f64(
+        &mut self,
+        instance: &str,
+        func: &str,
+    ) -> impl std::future::Future<Output = u64> + Send {
+        std::future::ready(self.call(instance, func, |_, r: f64| r.to_bits()))
     }
 }
 

@@ -12,6 +12,29 @@ wit_bindgen::generate!({
 
 #[doc(hidden)]
 pub use __rulebox_export as export;
+
+/// The optional `init` export (the `initializer` world).
+pub mod initializer {
+    wit_bindgen::generate!({
+        world: "rulebox:rule/initializer@0.1.0",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__rulebox_export_init",
+        default_bindings_module: "::rulebox_sdk::__private::initializer",
+        runtime_path: "::rulebox_sdk::__private::wit_bindgen::rt",
+    });
+
+    #[doc(hidden)]
+    pub use __rulebox_export_init as export;
+}
+
+/// Runs `R`'s [`Init`](crate::Init) with the rule's settings from the host.
+pub fn init<R: crate::Init>(settings: String) -> Result<(), String> {
+    let req = crate::Request::from_parts(Vec::new(), None, Vec::new(), settings);
+    R::init(&req).map_err(|e| match e {
+        crate::RuleError::InvalidInput(m) | crate::RuleError::Failed(m) => m,
+    })
+}
 pub use wit_bindgen;
 
 use crate::Rule;

@@ -54,9 +54,26 @@ pub trait Rule {
     fn evaluate(req: &Request) -> Result<Decision, RuleError>;
 }
 
+/// A rule that loads what it needs once (a list, a table) instead of on every evaluation.
+///
+/// Export it with `export_rule!(MyRule, init)`. The host calls `init` once per bundle
+/// revision, at load, where the rule's grants are readable, then snapshots the instance:
+/// every evaluation starts from the state `init` left, in a fresh instance, with no grants.
+/// Keep what you load in a `static` (a `std::sync::OnceLock`). A host that predates `init`
+/// never calls it, so `evaluate` should load lazily when it finds nothing loaded.
+///
+/// In `init`, do not print or read clocks for later use: open handles and the time are not
+/// part of the snapshot (a `log` call is fine).
+pub trait Init {
+    /// Loads, given a request that carries only the rule's settings
+    /// ([`Request::settings`], [`Request::setting_or`]). An error refuses the bundle's load
+    /// with its message.
+    fn init(req: &Request) -> Result<(), RuleError>;
+}
+
 /// Everything a rule usually needs.
 pub mod prelude {
-    pub use crate::{Decision, Level, Request, Rule, RuleError, Value, Verdict, export_rule};
+    pub use crate::{Decision, Init, Level, Request, Rule, RuleError, Value, Verdict, export_rule};
     pub use crate::{debug, error, info, trace, warn};
 }
 
@@ -64,10 +81,26 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private;
 
-/// Makes a [`Rule`] type the component's `evaluate` export. Does nothing in native builds, so
-/// the crate still compiles (and unit-tests) on the host.
+/// Makes a [`Rule`] type the component's `evaluate` export, and with `, init` its [`Init`]
+/// the `init` export too. Does nothing in native builds, so the crate still compiles (and
+/// unit-tests) on the host.
 #[macro_export]
 macro_rules! export_rule {
+    ($rule:ty, init) => {
+        $crate::export_rule!($rule);
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __RuleboxInit;
+            impl $crate::__private::initializer::Guest for __RuleboxInit {
+                fn init(
+                    settings: ::std::string::String,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::init::<$rule>(settings)
+                }
+            }
+            $crate::__private::initializer::export!(__RuleboxInit);
+        };
+    };
     ($rule:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {

@@ -119,26 +119,51 @@ fn sanctions_check_reads_its_list_through_a_grant() {
         verdict(json!({"customer": {"country": "DE"}, "payment": {"beneficiary_country": "IR"}})),
         Verdict::Deny
     );
-    // The list is read on every evaluation: a changed data file takes effect.
+    // The list is read once, by the rule's `init` at load: a changed data file takes effect
+    // on the next load, not in the rule already loaded (whose evaluations have no grant).
     std::fs::write(dir.path().join("sanctioned_countries.txt"), "DE\n").unwrap();
     assert_eq!(
         verdict(json!({"customer": {"country": "DE"}})),
-        Verdict::Deny
+        Verdict::Allow
     );
-}
-
-#[test]
-fn sanctions_check_without_its_data_fails_clearly() {
-    let empty = tempfile::tempdir().unwrap();
-    let err = sanctions(empty.path())
+    let reloaded = sanctions(dir.path());
+    assert!(reloaded.pre().initialized());
+    let d = reloaded
         .evaluate(&input(json!({"customer": {"country": "DE"}})))
         .result
+        .unwrap();
+    assert_eq!(d.verdict, Verdict::Deny);
+}
+
+/// Without its data, the rule's `init` fails at load, with the rule's own message: as a
+/// configuration error from the builder, as a compile-step error from a bundle.
+#[test]
+fn sanctions_check_without_its_data_fails_clearly_at_load() {
+    let empty = tempfile::tempdir().unwrap();
+    let err = Rule::builder("sanctions", guest("sanctions_check"))
+        .grant(Grant {
+            host: empty.path().to_owned(),
+            guest: "/data".into(),
+        })
+        .build()
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Failed);
+    assert_eq!(err.field, "init");
     assert!(
-        err.to_string()
+        err.message
             .contains("cannot read sanctions list /data/sanctioned_countries.txt"),
         "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    rulebox_tests::copy_dir(&rulebox_tests::example_bundle("payments"), dir.path());
+    std::fs::remove_file(dir.path().join("data/sanctioned_countries.txt")).unwrap();
+    let err = rulebox::Bundle::load(rulebox_tests::engine(), dir.path(), &Default::default())
+        .unwrap_err();
+    assert_eq!(err.step(), rulebox::LoadStep::Compile);
+    let text = err.to_string();
+    assert!(
+        text.contains("rule `sanctions`") && text.contains("init: cannot read sanctions list"),
+        "{text}"
     );
 }
 

@@ -215,6 +215,13 @@ fn compile_rules(
             Err(e) => return Err(e.clone()),
         };
         let named = |e: crate::ConfigError| {
+            if e.field == "init" {
+                // The rule's own `init` failed: a component problem, not the manifest's.
+                return BundleError::Component {
+                    rule: r.name.clone(),
+                    error: crate::LoadError::Init(e.message),
+                };
+            }
             BundleError::Manifest(ManifestError::new(Some(&r.name), e.field, e.message))
         };
         let limits = merge_limits(&b.limits, &r.limits);

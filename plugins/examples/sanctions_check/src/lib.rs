@@ -1,4 +1,5 @@
-//! Example of a rule that reads reference data through a read-only directory grant.
+//! Example of a rule that reads reference data through a read-only directory grant, once:
+//! its `init` loads the list at load time and every evaluation starts from that state.
 //!
 //! Reads `customer.country` and `payment.beneficiary_country` (ISO codes). Settings: `list`
 //! (path inside the sandbox, default `/data/sanctioned_countries.txt`: one code per line, `#`
@@ -7,6 +8,13 @@
 use rulebox_sdk::prelude::*;
 
 pub struct SanctionsCheck;
+
+/// The list `init` loaded.
+static LIST: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+fn list_path(req: &Request) -> Result<String, RuleError> {
+    req.setting_or("list", "/data/sanctioned_countries.txt".to_owned())
+}
 
 fn load_list(path: &str) -> Result<Vec<String>, RuleError> {
     let text = std::fs::read_to_string(path)
@@ -49,14 +57,25 @@ pub fn check(list: &[String], req: &Request) -> Result<Decision, RuleError> {
     })
 }
 
-impl Rule for SanctionsCheck {
-    fn evaluate(req: &Request) -> Result<Decision, RuleError> {
-        let path: String = req.setting_or("list", "/data/sanctioned_countries.txt".to_owned())?;
-        check(&load_list(&path)?, req)
+impl Init for SanctionsCheck {
+    fn init(req: &Request) -> Result<(), RuleError> {
+        let list = load_list(&list_path(req)?)?;
+        let _ = LIST.set(list);
+        Ok(())
     }
 }
 
-export_rule!(SanctionsCheck);
+impl Rule for SanctionsCheck {
+    fn evaluate(req: &Request) -> Result<Decision, RuleError> {
+        match LIST.get() {
+            Some(list) => check(list, req),
+            // A host without `init`: read it now.
+            None => check(&load_list(&list_path(req)?)?, req),
+        }
+    }
+}
+
+export_rule!(SanctionsCheck, init);
 
 #[cfg(test)]
 mod tests {
