@@ -46,6 +46,8 @@ struct EngineInner {
     overloaded: AtomicU64,
     /// Threads that share a layer's rules with the evaluating thread.
     helpers: crate::workers::Helpers,
+    /// Idle instances kept by rules in warm mode, engine-wide: each holds an instance slot.
+    warm_idle: std::sync::atomic::AtomicUsize,
     _ticker: Ticker,
 }
 
@@ -108,6 +110,7 @@ impl Engine {
                 compiling: Mutex::default(),
                 overloaded: AtomicU64::new(0),
                 helpers,
+                warm_idle: Default::default(),
                 _ticker: ticker,
             }),
         })
@@ -134,6 +137,24 @@ impl Engine {
     /// The threads that share a dependency layer's rules with the evaluating thread.
     pub(crate) fn helpers(&self) -> &crate::workers::Helpers {
         &self.inner.helpers
+    }
+
+    /// Claims room for one more idle warm instance. Idle instances hold instance slots, so
+    /// they may take at most half of [`EngineConfig::max_instances`]: rules in warm mode
+    /// must never leave the others without an instance.
+    pub(crate) fn keep_warm(&self) -> bool {
+        let cap = self.inner.config.max_instances as usize / 2;
+        self.inner
+            .warm_idle
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back the room of `n` idle warm instances (taken or dropped).
+    pub(crate) fn release_warm(&self, n: usize) {
+        self.inner.warm_idle.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// Counts an evaluation refused as overloaded.
@@ -219,11 +240,17 @@ impl Engine {
         digest: [u8; 32],
         origin: Option<&RulePre>,
     ) -> Result<RulePre, LoadError> {
-        let component = self
-            .inner
-            .artifacts
-            .compile(&self.inner.wasmtime, bytes, &digest)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let component = match origin {
+            // Snapshots of one rule with the same data are not byte-identical (memory holds
+            // what `init`'s reads left behind): a disk entry would never be read again, only
+            // pile up, so a snapshot is compiled in memory alone.
+            Some(_) => Component::new(&self.inner.wasmtime, bytes),
+            None => self
+                .inner
+                .artifacts
+                .compile(&self.inner.wasmtime, bytes, &digest),
+        }
+        .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let pre = self.prepare(component, digest, bytes, origin)?;
         let mut live = lock(&self.inner.live);
         live.retain(|_, weak| weak.strong_count() > 0);

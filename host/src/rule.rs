@@ -293,6 +293,7 @@ impl RuleInner {
             idle: Default::default(),
             max_uses: config.reuse_limit,
             max_idle: config.pre.engine().config().max_concurrent_evaluations,
+            engine: config.pre.engine().clone(),
         });
         RuleInner { config, warm }
     }
@@ -531,11 +532,7 @@ impl Rule {
         }
     }
 
-    fn run(
-        &self,
-        input: &Input,
-        upstream: &[Upstream],
-    ) -> (Result<Decision, EvalError>, u64, usize, Duration, bool) {
+    fn run(&self, input: &Input, upstream: &[Upstream]) -> Ran {
         let rule = &*self.inner;
         let request = types::Request {
             facts: input.facts(&rule.reads),
@@ -549,57 +546,45 @@ impl Rule {
                 .collect(),
             settings: rule.settings.clone(),
         };
-        match &rule.warm {
-            None => {
-                let mut sandbox = match Sandbox::new(rule) {
-                    Ok(s) => s,
-                    Err(e) => return (Err(e), 0, 0, Duration::ZERO, false),
-                };
-                sandbox.start(&rule.limits);
-                let called = rule
-                    .pre
-                    .pre()
-                    .instantiate(&mut sandbox.store)
-                    .and_then(|instance| instance.call_evaluate(&mut sandbox.store, &request));
-                sandbox.finish(rule, called)
+        let Some(pool) = &rule.warm else {
+            let (mut sandbox, instance) = match Sandbox::instantiate(rule) {
+                Ok(ready) => ready,
+                Err(ran) => return *ran,
+            };
+            let called = instance.call_evaluate(&mut sandbox.store, &request);
+            return sandbox.finish(rule, called);
+        };
+        let mut warm = match pool.take() {
+            Some(mut warm) => {
+                warm.sandbox.start(&rule.limits);
+                warm
             }
-            Some(pool) => {
-                let mut warm = match pool.take() {
-                    Some(w) => w,
-                    None => {
-                        let mut sandbox = match Sandbox::new(rule) {
-                            Ok(s) => s,
-                            Err(e) => return (Err(e), 0, 0, Duration::ZERO, false),
-                        };
-                        sandbox.start(&rule.limits);
-                        match rule.pre.pre().instantiate(&mut sandbox.store) {
-                            Ok(instance) => Warm {
-                                sandbox,
-                                instance,
-                                uses: 0,
-                            },
-                            Err(e) => return sandbox.finish(rule, Err(e)),
-                        }
-                    }
-                };
-                if warm.uses > 0 {
-                    warm.sandbox.start(&rule.limits);
-                }
-                let called = warm
-                    .instance
-                    .call_evaluate(&mut warm.sandbox.store, &request);
-                let ran = warm.sandbox.finish(rule, called);
-                warm.uses += 1;
-                // Any error, trap or limit ends the instance: whatever state it left behind
-                // must not reach the next input.
-                if ran.0.is_ok() {
-                    pool.give_back(warm);
-                }
-                ran
-            }
+            None => match Sandbox::instantiate(rule) {
+                Ok((sandbox, instance)) => Warm {
+                    sandbox,
+                    instance,
+                    uses: 0,
+                },
+                Err(ran) => return *ran,
+            },
+        };
+        let called = warm
+            .instance
+            .call_evaluate(&mut warm.sandbox.store, &request);
+        let ran = warm.sandbox.finish(rule, called);
+        warm.uses += 1;
+        // Any error, trap or limit ends the instance: whatever state it left behind must not
+        // reach the next input.
+        if ran.0.is_ok() {
+            pool.give_back(warm);
         }
+        ran
     }
 }
+
+/// What running a rule gave: the result, fuel burnt, peak memory, CPU time, and whether it
+/// read a clock.
+type Ran = (Result<Decision, EvalError>, u64, usize, Duration, bool);
 
 /// A store ready for one call of a rule: WASI with captured stdio and watched clocks, the
 /// limiter, fuel, and the deadline. A fresh rule gets one per evaluation; a rule with
@@ -613,7 +598,19 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    fn new(rule: &RuleInner) -> Result<Sandbox, EvalError> {
+    /// A fresh sandbox, armed for a call, with the rule instantiated in it; or, when that
+    /// fails, what the evaluation gave.
+    fn instantiate(rule: &RuleConfig) -> Result<(Sandbox, crate::bindings::Rule), Box<Ran>> {
+        let mut sandbox =
+            Sandbox::new(rule).map_err(|e| Box::new((Err(e), 0, 0, Duration::ZERO, false)))?;
+        sandbox.start(&rule.limits);
+        match rule.pre.pre().instantiate(&mut sandbox.store) {
+            Ok(instance) => Ok((sandbox, instance)),
+            Err(e) => Err(Box::new(sandbox.finish(rule, Err(e)))),
+        }
+    }
+
+    fn new(rule: &RuleConfig) -> Result<Sandbox, EvalError> {
         let engine = rule.pre.engine();
         let capture_bytes = engine.config().stdio_capture_bytes;
         let stdout = Capture::new(capture_bytes);
@@ -703,9 +700,9 @@ impl Sandbox {
     /// what the guest printed.
     fn finish(
         &mut self,
-        rule: &RuleInner,
+        rule: &RuleConfig,
         called: wasmtime::Result<Result<types::Decision, types::RuleError>>,
-    ) -> (Result<Decision, EvalError>, u64, usize, Duration, bool) {
+    ) -> Ran {
         let limits = rule.limits;
         let tick = self.tick_ms;
         let fuel = limits.fuel - self.store.get_fuel().unwrap_or(0);
@@ -746,16 +743,20 @@ struct Warm {
 }
 
 /// Idle instances of one rule with [`Isolation::Reuse`]: at most one per evaluation slot of
-/// the engine, each answering at most `max_uses` evaluations.
+/// the engine (and, engine-wide, what `Engine::keep_warm` allows), each answering at most
+/// `max_uses` evaluations.
 struct WarmPool {
     idle: std::sync::Mutex<Vec<Warm>>,
     max_uses: u32,
     max_idle: usize,
+    engine: crate::Engine,
 }
 
 impl WarmPool {
     fn take(&self) -> Option<Warm> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        let warm = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        self.engine.release_warm(1);
+        Some(warm)
     }
 
     fn give_back(&self, warm: Warm) {
@@ -763,9 +764,16 @@ impl WarmPool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.max_idle {
+        if idle.len() < self.max_idle && self.engine.keep_warm() {
             idle.push(warm);
         }
+    }
+}
+
+impl Drop for WarmPool {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.engine.release_warm(idle.len());
     }
 }
 
@@ -783,8 +791,7 @@ fn initialize(config: &RuleConfig, source: &[u8]) -> Result<RulePre, String> {
         .map_err(|e| format!("cannot prepare the component for a snapshot: {e:#}"))?;
     let component = wasmtime::component::Component::new(engine.wasmtime(), &instrumented)
         .map_err(|e| format!("cannot compile the component for init: {e:#}"))?;
-    let inner = RuleInner::new(config.clone());
-    let mut sandbox = Sandbox::new(&inner).map_err(|e| e.to_string())?;
+    let mut sandbox = Sandbox::new(config).map_err(|e| e.to_string())?;
     sandbox.start(&config.limits);
     let instance = engine
         .linker()

@@ -158,3 +158,40 @@ fn a_manifest_opts_a_rule_in_and_a_stray_reuse_limit_is_refused() {
         "{text}"
     );
 }
+
+/// Idle warm instances hold instance slots: however many rules opt in, they keep at most
+/// half the engine's slots, and a fresh rule still gets an instance.
+#[test]
+fn warm_rules_never_take_every_instance_slot() {
+    let engine = rulebox::Engine::new(rulebox::EngineConfig {
+        max_instances: 4,
+        max_concurrent_evaluations: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    let pre = engine
+        .load_file(rulebox_tests::guest_path("fixture_echo"))
+        .unwrap();
+    let warm: Vec<Rule> = (0..4)
+        .map(|i| {
+            Rule::builder(format!("warm-{i}"), pre.clone())
+                .settings(json!({ "count_calls": true, "tag": i }))
+                .isolation(Isolation::Reuse)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let empty = Input::from_value(json!({})).unwrap();
+    for rule in &warm {
+        rule.evaluate(&empty).result.unwrap();
+    }
+    let fresh = Rule::builder("fresh", pre).build().unwrap();
+    for _ in 0..3 {
+        let eval = fresh.evaluate(&empty);
+        assert!(eval.result.is_ok(), "{:?}", eval.result);
+    }
+    // Two warm rules kept their instance (the second call is its second); the others start
+    // a new one.
+    let counts: Vec<u64> = warm.iter().map(|r| calls(r, json!({})).unwrap()).collect();
+    assert_eq!(counts.iter().filter(|&&c| c == 2).count(), 2, "{counts:?}");
+}
