@@ -282,6 +282,14 @@ struct Row<'a> {
     ns: Vec<f64>,
 }
 
+fn row<'a>(name: &'static str, run: impl FnMut() + 'a) -> Row<'a> {
+    Row {
+        name,
+        run: Box::new(run),
+        ns: Vec::new(),
+    }
+}
+
 fn main() {
     // Under `cargo bench`, the harness passes --bench; under `cargo test --benches`, skip.
     if !std::env::args().any(|a| a == "--bench") {
@@ -369,82 +377,53 @@ fn main() {
         }
     };
     let mut rows: Vec<Row> = vec![
-        Row {
-            name: "native Rust",
-            run: Box::new(|| {
-                for v in &values {
-                    std::hint::black_box(native(v));
-                }
-            }),
-            ns: vec![],
-        },
-        Row {
-            name: "zen-engine",
-            run: Box::new(|| {
-                for v in &values {
-                    std::hint::black_box(zen.decide(v));
-                }
-            }),
-            ns: vec![],
-        },
-        Row {
-            name: "Cedar",
-            run: Box::new(|| {
-                for v in &values {
-                    std::hint::black_box(cedar.decide(v));
-                }
-            }),
-            ns: vec![],
-        },
-        Row {
-            name: "regorus",
-            run: Box::new(|| {
-                for t in &texts {
-                    std::hint::black_box(regorus.decide(t, false));
-                }
-            }),
-            ns: vec![],
-        },
-        Row {
-            name: "rulebox evaluate (async, fresh, uncached)",
-            run: Box::new(|| each(&|i| drop(rt.block_on(fresh.evaluate(i))))),
-            ns: vec![],
-        },
-        Row {
-            name: "rulebox evaluate_sequential (fresh, uncached)",
-            run: Box::new(|| each(&|i| drop(fresh.evaluate_sequential(i)))),
-            ns: vec![],
-        },
-        Row {
-            name: "rulebox evaluate (async, warm, uncached)",
-            run: Box::new(|| each(&|i| drop(rt.block_on(warm.evaluate(i))))),
-            ns: vec![],
-        },
-        Row {
-            name: "rulebox evaluate_sequential (warm, uncached)",
-            run: Box::new(|| each(&|i| drop(warm.evaluate_sequential(i)))),
-            ns: vec![],
-        },
-        Row {
-            name: "rulebox evaluate (async, all cached)",
-            run: Box::new(|| each(&|i| drop(rt.block_on(cached.evaluate(i))))),
-            ns: vec![],
-        },
-        Row {
-            name: "rulebox evaluate_sequential (all cached)",
-            run: Box::new(|| each(&|i| drop(cached.evaluate_sequential(i)))),
-            ns: vec![],
-        },
-        Row {
-            name: "rule: amount-limit alone (fresh)",
-            run: Box::new(|| each(&|i| drop(amount_rule.evaluate(i)))),
-            ns: vec![],
-        },
-        Row {
-            name: "rule: sanctions alone (fresh)",
-            run: Box::new(|| each(&|i| drop(sanctions_rule.evaluate(i)))),
-            ns: vec![],
-        },
+        row("native Rust", || {
+            for v in &values {
+                std::hint::black_box(native(v));
+            }
+        }),
+        row("zen-engine", || {
+            for v in &values {
+                std::hint::black_box(zen.decide(v));
+            }
+        }),
+        row("Cedar", || {
+            for v in &values {
+                std::hint::black_box(cedar.decide(v));
+            }
+        }),
+        row("regorus", || {
+            for t in &texts {
+                std::hint::black_box(regorus.decide(t, false));
+            }
+        }),
+        row("rulebox evaluate (async, fresh, uncached)", || {
+            each(&|i| drop(rt.block_on(fresh.evaluate(i))))
+        }),
+        row("rulebox evaluate_sequential (fresh, uncached)", || {
+            each(&|i| drop(fresh.evaluate_sequential(i)))
+        }),
+        row("rulebox evaluate_blocking (fresh, uncached)", || {
+            each(&|i| drop(fresh.evaluate_blocking(i)))
+        }),
+        row("rulebox evaluate (async, warm, uncached)", || {
+            each(&|i| drop(rt.block_on(warm.evaluate(i))))
+        }),
+        row("rulebox evaluate_sequential (warm, uncached)", || {
+            each(&|i| drop(warm.evaluate_sequential(i)))
+        }),
+        row("rulebox evaluate (async, all cached)", || {
+            each(&|i| drop(rt.block_on(cached.evaluate(i))))
+        }),
+        row("rulebox evaluate_sequential (all cached)", || {
+            each(&|i| drop(cached.evaluate_sequential(i)))
+        }),
+        row("rule: amount-limit alone (fresh)", || {
+            each(&|i| drop(amount_rule.evaluate(i)))
+        }),
+        row("rule: sanctions alone (fresh)", || {
+            each(&|i| drop(sanctions_rule.evaluate(i)))
+        }),
     ];
     // One untimed round warms every path (instances, caches, branch predictors).
     for row in &mut rows {
@@ -507,5 +486,4 @@ fn main() {
             "rule: amount-limit alone (fresh)"
         )
     );
-    let _ = (cedar_ns, rego_ns);
 }
