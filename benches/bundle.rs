@@ -1,6 +1,8 @@
 //! A 20-rule bundle of independent rules, in one run:
-//! - evaluation: sequential (one thread) vs parallel (tokio, 2 workers), for cheap rules and
-//!   for rules that each burn ~100k loop iterations;
+//! - evaluation: sequential (one thread) vs `evaluate` (async, tokio with 2 workers) vs
+//!   `evaluate_blocking` (the calling thread plus the engine's helpers), for tiny rules (the
+//!   echo fixture in warm mode, ~1-2 us each), cheap ones (the same, a fresh instance each,
+//!   ~15-20 us) and busy ones (each burns ~100k loop iterations);
 //! - loading: cold (every component compiled) vs from the compiled-component disk cache
 //!   (a fresh engine each time, so nothing comes from memory).
 //!
@@ -15,7 +17,7 @@ const RULES: usize = 20;
 
 /// Twenty distinct components (the echo fixture, each with its own custom section, so each
 /// has its own digest and really compiles) as independent rules.
-fn write_bundle(dir: &Path, work: u64) {
+fn write_bundle(dir: &Path, work: u64, isolation: &str) {
     let echo = rulebox_tests::guest_bytes("fixture_echo");
     let mut manifest = String::from("[bundle]\nformat = 1\nname = \"wide\"\nrevision = \"1\"\n");
     for i in 0..RULES {
@@ -27,7 +29,7 @@ fn write_bundle(dir: &Path, work: u64) {
         bytes.extend_from_slice(name.as_bytes());
         std::fs::write(dir.join(format!("r{i}.wasm")), &bytes).unwrap();
         manifest.push_str(&format!(
-            "[[rule]]\nname = \"r{i}\"\ncomponent = \"r{i}.wasm\"\nreads = [\"order.amount\"]\nsettings = {{ work = {work}, tag = {i} }}\n"
+            "[[rule]]\nname = \"r{i}\"\ncomponent = \"r{i}.wasm\"\nreads = [\"order.amount\"]\nisolation = \"{isolation}\"\nsettings = {{ work = {work}, tag = {i} }}\n"
         ));
     }
     std::fs::write(dir.join("bundle.toml"), manifest).unwrap();
@@ -43,9 +45,13 @@ fn benches(c: &mut Criterion) {
     let engine = Engine::new(EngineConfig::default()).unwrap();
 
     let mut g = c.benchmark_group("bundle_eval");
-    for (label, work) in [("cheap", 0u64), ("busy", 100_000)] {
+    for (label, work, isolation) in [
+        ("tiny", 0u64, "reuse"),
+        ("cheap", 0, "fresh"),
+        ("busy", 100_000, "fresh"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
-        write_bundle(dir.path(), work);
+        write_bundle(dir.path(), work, isolation);
         let bundle = Bundle::load(&engine, dir.path(), &LoadOptions::default()).unwrap();
         assert_eq!(bundle.layers().len(), 1, "all rules independent");
         assert!(
@@ -63,18 +69,21 @@ fn benches(c: &mut Criterion) {
                     .verdict
             })
         });
-        g.bench_function(format!("{label}_parallel"), |b| {
+        g.bench_function(format!("{label}_async"), |b| {
             b.iter(|| {
                 rt.block_on(bundle.evaluate(black_box(&input)))
                     .unwrap()
                     .verdict
             })
         });
+        g.bench_function(format!("{label}_blocking"), |b| {
+            b.iter(|| bundle.evaluate_blocking(black_box(&input)).unwrap().verdict)
+        });
     }
     g.finish();
 
     let dir = tempfile::tempdir().unwrap();
-    write_bundle(dir.path(), 0);
+    write_bundle(dir.path(), 0, "fresh");
     let cache = tempfile::tempdir().unwrap();
     let cached_engine = || {
         Engine::new(EngineConfig {
@@ -109,16 +118,11 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c);
     c.final_summary();
-    rulebox_benches::print_ratio_table(
-        "bundle_eval",
-        "cheap_sequential",
-        &["cheap_sequential", "cheap_parallel"],
-    );
-    rulebox_benches::print_ratio_table(
-        "bundle_eval",
-        "busy_sequential",
-        &["busy_sequential", "busy_parallel"],
-    );
+    for label in ["tiny", "cheap", "busy"] {
+        let names = ["sequential", "async", "blocking"].map(|how| format!("{label}_{how}"));
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        rulebox_benches::print_ratio_table("bundle_eval", names[0], &names);
+    }
     rulebox_benches::print_ratio_table(
         "bundle_load",
         "cold_compile",

@@ -16,7 +16,7 @@ use rulebox::{
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Deterministic, varied payments inputs: every branch of every rule is taken. Amounts never
 /// sit on a rounding tie (x500), where engines may round differently.
@@ -376,6 +376,16 @@ fn main() {
             f(input);
         }
     };
+    // The async API as a service calls it: from a task already running on the runtime,
+    // one input after another (the "block_on per call" row adds entering the runtime from
+    // a plain thread on every decision).
+    let in_task = |bundle: &Bundle| {
+        rt.block_on(async {
+            for input in &parsed {
+                drop(bundle.evaluate(input).await);
+            }
+        })
+    };
     let mut rows: Vec<Row> = vec![
         row("native Rust", || {
             for v in &values {
@@ -398,7 +408,7 @@ fn main() {
             }
         }),
         row("rulebox evaluate (async, fresh, uncached)", || {
-            each(&|i| drop(rt.block_on(fresh.evaluate(i))))
+            in_task(&fresh)
         }),
         row("rulebox evaluate_sequential (fresh, uncached)", || {
             each(&|i| drop(fresh.evaluate_sequential(i)))
@@ -407,14 +417,15 @@ fn main() {
             each(&|i| drop(fresh.evaluate_blocking(i)))
         }),
         row("rulebox evaluate (async, warm, uncached)", || {
-            each(&|i| drop(rt.block_on(warm.evaluate(i))))
+            in_task(&warm)
         }),
         row("rulebox evaluate_sequential (warm, uncached)", || {
             each(&|i| drop(warm.evaluate_sequential(i)))
         }),
-        row("rulebox evaluate (async, all cached)", || {
+        row("rulebox evaluate (block_on per call, all cached)", || {
             each(&|i| drop(rt.block_on(cached.evaluate(i))))
         }),
+        row("rulebox evaluate (async, all cached)", || in_task(&cached)),
         row("rulebox evaluate_sequential (all cached)", || {
             each(&|i| drop(cached.evaluate_sequential(i)))
         }),
@@ -425,12 +436,30 @@ fn main() {
             each(&|i| drop(sanctions_rule.evaluate(i)))
         }),
     ];
+    // PEERS_PROFILE=<part of a row's name>: run only that row, for 10 s, to profile it
+    // (`perf record -g target/release/deps/peers-* --bench`).
+    if let Ok(only) = std::env::var("PEERS_PROFILE") {
+        let row = rows
+            .iter_mut()
+            .find(|r| r.name.contains(only.as_str()))
+            .unwrap_or_else(|| panic!("PEERS_PROFILE={only}: no row by that name"));
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            (row.run)();
+        }
+        return;
+    }
     // One untimed round warms every path (instances, caches, branch predictors).
     for row in &mut rows {
         (row.run)();
     }
-    for _ in 0..rounds {
-        for row in &mut rows {
+    // Each round starts at a different row: whichever row runs first after another
+    // bundle's finds the CPU caches cold (measured: ~2 us of 4 on the cached rows), so a
+    // fixed order would charge that to the same rows every time.
+    let k = rows.len();
+    for round in 0..rounds {
+        for j in 0..k {
+            let row = &mut rows[(round + j) % k];
             let start = Instant::now();
             (row.run)();
             row.ns
@@ -445,16 +474,16 @@ fn main() {
     let (zen_ns, cedar_ns, rego_ns) = (of("zen-engine"), of("Cedar"), of("regorus"));
     println!("\nns per decision, median of {rounds} interleaved rounds of {n} inputs:\n");
     println!(
-        "| {:<46} | {:>10} | {:>8} | {:>8} | {:>8} |",
+        "| {:<50} | {:>10} | {:>8} | {:>8} | {:>8} |",
         "engine / path", "ns", "/ zen", "/ Cedar", "/ regorus"
     );
     println!(
-        "| {:-<46} | {:->10} | {:->8} | {:->8} | {:->8} |",
+        "| {:-<50} | {:->10} | {:->8} | {:->8} | {:->8} |",
         "", "", "", "", ""
     );
     for (name, ns) in &medians {
         println!(
-            "| {name:<46} | {ns:>10.0} | {:>8.2} | {:>8.2} | {:>8.2} |",
+            "| {name:<50} | {ns:>10.0} | {:>8.2} | {:>8.2} | {:>8.2} |",
             ns / zen_ns,
             ns / cedar_ns,
             ns / rego_ns
