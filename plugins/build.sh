@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds every rule in plugins/ to a wasm32-wasip2 component:
 #   plugins/target/wasm32-wasip2/release/<crate>.wasm
+# and the rules that need no WASI (see lean_crates) also as lean components, built for
+# wasm32-unknown-unknown, which import nothing but rulebox:rule:
+#   plugins/target/wasm32-unknown-unknown/release/<crate>.wasm
 #
 # Uses rustup's wasm32-wasip2 target when it is installed; otherwise the offline route:
 # Debian's rustc-web + rust-web-src with -Zbuild-std, lld-19 and wasi-libc, and
@@ -17,6 +20,11 @@ tools="${RULEBOX_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/rulebox/tools}"
 wcl_version="0.5.31"
 # 64 KiB guest stack: halves per-evaluation instantiation cost (see sdk docs).
 stack_flag="-Clink-arg=-zstack-size=65536"
+# Rules built lean too: those that read no files, clocks or environment. A lean rule starts
+# with 128 KiB of memory (64 KiB stack, static data, the rest heap) so that a typical
+# evaluation never grows it; the SDK's allocator uses that heap before growing.
+lean_crates=(amount_limit risk_score fixture_echo)
+lean_flags="\"-Clink-arg=--initial-memory=131072\""
 check_only=false
 [ "${1:-}" = "--check" ] && check_only=true
 
@@ -39,17 +47,43 @@ assemble_bundles() {
     rm -rf "${out:?}/$name"
     mkdir -p "$out/$name/rules"
     cp -r "$src"/. "$out/$name/"
-    for wasm in "$built"/amount_limit.wasm "$built"/sanctions_check.wasm "$built"/risk_score.wasm; do
+    # The lean builds where there are any (see lean_crates); sanctions reads its list
+    # through WASI.
+    for crate in amount_limit sanctions_check risk_score; do
+      local wasm="$built/$crate.wasm"
+      $lean_built && [ -f "$here/target/wasm32-unknown-unknown/release/$crate.wasm" ] &&
+        wasm="$here/target/wasm32-unknown-unknown/release/$crate.wasm"
       cp "$wasm" "$out/$name/rules/"
     done
   done
   say "example bundles in $out"
 }
 
+# Lean builds: wasm32-unknown-unknown, linked by wasm-component-ld (with WASM_LD) into a
+# component. Extra arguments go to cargo before the package list.
+lean_built=false
+build_lean() {
+  local wasm_ld="$1"; shift
+  local pkgs=()
+  for crate in "${lean_crates[@]}"; do pkgs+=(-p "$crate"); done
+  PATH="$tools/bin:$PATH" cargo build --release --target wasm32-unknown-unknown "$@" "${pkgs[@]}" \
+    --config 'target.wasm32-unknown-unknown.linker="wasm-component-ld"' \
+    --config "target.wasm32-unknown-unknown.rustflags=[\"-Clink-arg=--wasm-ld-path=$wasm_ld\",\"$stack_flag\",$lean_flags]"
+  lean_built=true
+}
+
 if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   say "using rustup's wasm32-wasip2 target"
   $check_only && exit 0
   RUSTFLAGS="$stack_flag" cargo build --release --target wasm32-wasip2 "$@"
+  wasm_ld="$(command -v wasm-ld || command -v wasm-ld-19 || true)"
+  if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown &&
+    [ -x "$tools/bin/wasm-component-ld" ] && [ -n "$wasm_ld" ]; then
+    build_lean "$wasm_ld"
+  else
+    say "lean builds skipped (they need rustup's wasm32-unknown-unknown target, wasm-ld and"
+    say "$tools/bin/wasm-component-ld); the example bundles use the wasip2 builds"
+  fi
   assemble_bundles
   exit 0
 fi
@@ -89,4 +123,6 @@ PATH="$tools/bin:$PATH" RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc \
   --config 'target.wasm32-wasip2.linker="wasm-component-ld"' \
   --config "target.wasm32-wasip2.rustflags=[\"-Clink-arg=--wasm-ld-path=/usr/bin/wasm-ld-19\",\"-Clink-self-contained=no\",\"-Lnative=/usr/lib/wasm32-wasi\",\"$stack_flag\"]" \
   "$@"
+say "building the lean rules (${lean_crates[*]}) for wasm32-unknown-unknown"
+RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc build_lean /usr/bin/wasm-ld-19 -Zbuild-std=std,panic_abort
 assemble_bundles

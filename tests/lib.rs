@@ -29,7 +29,20 @@ pub const GUESTS: &[&str] = &[
 
 /// The built component of a guest; panics with the fix when it is missing.
 pub fn guest_path(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("RULEBOX_PLUGIN_DIR")).join(format!("{name}.wasm"));
+    built(PathBuf::from(env!("RULEBOX_PLUGIN_DIR")).join(format!("{name}.wasm")))
+}
+
+/// The lean build of a guest (`wasm32-unknown-unknown`: no WASI imports), for the rules
+/// `plugins/build.sh` builds lean.
+pub fn lean_guest_path(name: &str) -> PathBuf {
+    built(
+        PathBuf::from(env!("RULEBOX_PLUGIN_DIR"))
+            .join("../../wasm32-unknown-unknown/release")
+            .join(format!("{name}.wasm")),
+    )
+}
+
+fn built(path: PathBuf) -> PathBuf {
     assert!(
         path.exists(),
         "{} is missing: run plugins/build.sh (the tests' build script does, unless RULEBOX_SKIP_PLUGIN_BUILD is set)",

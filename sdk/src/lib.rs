@@ -31,6 +31,12 @@
 //! Instantiation cost dominates a rule's evaluation, and most of it is touching memory. Build
 //! with a 64 KiB stack (`-Clink-arg=-zstack-size=65536`, which `plugins/build.sh` sets) and
 //! `opt-level = "s"`, `lto = true`, `panic = "abort"`; avoid large statics.
+//!
+//! A rule that needs no files, clocks or environment can be built *lean*, for
+//! `wasm32-unknown-unknown` with `wasm-component-ld` as the linker: the component then
+//! imports only `rulebox:rule`. The SDK's `lean-allocator` feature (default) installs an
+//! allocator that uses the initial memory before growing it; link with
+//! `-Clink-arg=--initial-memory=131072` (see `plugins/build.sh`).
 
 #![deny(missing_docs)]
 
@@ -80,6 +86,13 @@ pub mod prelude {
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod __private;
+
+#[cfg(all(
+    target_arch = "wasm32",
+    not(target_os = "wasi"),
+    feature = "lean-allocator"
+))]
+mod lean;
 
 /// Makes a [`Rule`] type the component's `evaluate` export, and with `, init` its [`Init`]
 /// the `init` export too. Does nothing in native builds, so the crate still compiles (and

@@ -68,7 +68,8 @@ fn a_restart_loads_compiled_components_from_disk() {
     // Three components; the sanctions rule's snapshot after `init` stays out of the cache.
     assert_eq!(cold.artifact_stats().compiled, 3);
     // The same component again in this engine: a memory hit while the first is alive.
-    let _again = cold.load(&guest_bytes("amount_limit")).unwrap();
+    let amount = std::fs::read(example_bundle("payments").join("rules/amount_limit.wasm")).unwrap();
+    let _again = cold.load(&amount).unwrap();
     assert_eq!(cold.artifact_stats().memory_hits, 1);
     drop(b);
 

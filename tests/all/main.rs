@@ -8,6 +8,7 @@ mod hardening;
 mod hostile;
 mod hotload;
 mod layout;
+mod lean;
 mod loading;
 mod orchestration;
 mod sandbox;
