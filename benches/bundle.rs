@@ -1,8 +1,8 @@
 //! A 20-rule bundle of independent rules, in one run:
 //! - evaluation: sequential (one thread) vs `evaluate` (async, tokio with 2 workers) vs
-//!   `evaluate_blocking` (the calling thread plus the engine's helpers), for tiny rules (the
-//!   echo fixture in warm mode, ~1-2 us each), cheap ones (the same, a fresh instance each,
-//!   ~15-20 us) and busy ones (each burns ~100k loop iterations);
+//!   `evaluate_blocking` (the calling thread plus the engine's helpers), for warm rules (the
+//!   echo fixture reusing its instance, ~25 us each here), fresh ones (the same, a fresh
+//!   instance each, ~45 us) and busy ones (each burns ~100k loop iterations);
 //! - loading: cold (every component compiled) vs from the compiled-component disk cache
 //!   (a fresh engine each time, so nothing comes from memory).
 //!
@@ -46,8 +46,8 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("bundle_eval");
     for (label, work, isolation) in [
-        ("tiny", 0u64, "reuse"),
-        ("cheap", 0, "fresh"),
+        ("warm", 0u64, "reuse"),
+        ("fresh", 0, "fresh"),
         ("busy", 100_000, "fresh"),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -118,7 +118,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c);
     c.final_summary();
-    for label in ["tiny", "cheap", "busy"] {
+    for label in ["warm", "fresh", "busy"] {
         let names = ["sequential", "async", "blocking"].map(|how| format!("{label}_{how}"));
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         rulebox_benches::print_ratio_table("bundle_eval", names[0], &names);

@@ -48,8 +48,9 @@ unsafe impl talc::source::Source for InitialThenGrow {
                 }
             }
         }
-        // Enough pages for the allocation and talc's bookkeeping, rounded up.
-        let needed = layout.size() + layout.align() + 256;
+        // Enough pages for the allocation and, should the pages not follow the heap, a new
+        // heap's bookkeeping (talc's own minimum), rounded up.
+        let needed = layout.size() + layout.align() + talc::min_first_heap_size::<B>();
         let pages = needed.div_ceil(PAGE);
         let previous = core::arch::wasm32::memory_grow::<0>(pages);
         if previous == usize::MAX {
