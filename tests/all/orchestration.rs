@@ -67,7 +67,8 @@ fn blocking_and_async_evaluation_agree_with_sequential() {
 }
 
 /// A wide layer of rules that each cost something runs on the calling thread and the
-/// helpers, from a plain thread with no runtime; every rule answers.
+/// helpers, from a plain thread with no runtime and from async code (one blocking-pool
+/// task sharing the layer with the helpers); every rule answers, in the manifest's order.
 #[test]
 fn a_wide_layer_is_shared_with_helper_threads() {
     let mut manifest = String::from("[bundle]\nformat = 1\nname = \"wide\"\nrevision = \"1\"\n");
@@ -80,13 +81,18 @@ fn a_wide_layer_is_shared_with_helper_threads() {
     let dir = rulebox_tests::temp_bundle(&manifest);
     let bundle = Arc::new(Bundle::load(engine(), dir.path(), &LoadOptions::default()).unwrap());
     let input = Input::from_value(json!({})).unwrap();
-    for _ in 0..3 {
-        let r = std::thread::spawn({
-            let (bundle, input) = (bundle.clone(), input.clone());
-            move || bundle.evaluate_blocking(&input).unwrap()
-        })
-        .join()
-        .unwrap();
+    let rt = rulebox_tests::rt();
+    for round in 0..6 {
+        let r = if round % 2 == 0 {
+            std::thread::spawn({
+                let (bundle, input) = (bundle.clone(), input.clone());
+                move || bundle.evaluate_blocking(&input).unwrap()
+            })
+            .join()
+            .unwrap()
+        } else {
+            rt.block_on(bundle.evaluate(&input)).unwrap()
+        };
         assert!(r.errors().is_empty(), "{:?}", r.errors());
         let tags: Vec<_> = r
             .rules

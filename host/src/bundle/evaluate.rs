@@ -18,9 +18,10 @@ use std::time::Instant;
 const PARALLEL_FROM_US: u64 = 150;
 
 impl Bundle {
-    /// Evaluates the bundle: the rules of each dependency layer run concurrently on tokio's
-    /// blocking pool, on at most `concurrency` workers that each take the layer's next rule;
-    /// dependents get their upstream decisions. Results found in the in-memory cache are
+    /// Evaluates the bundle: each dependency layer goes to tokio's blocking pool as one
+    /// task, whose thread shares the layer's rules with the engine's helper threads
+    /// (`concurrency` threads in all) when they are worth it; dependents get their upstream
+    /// decisions. Results found in the in-memory cache are
     /// served on the calling task without a hop to the blocking pool, and so is a layer whose
     /// rules recently cost less than [`LoadOptions::inline_below_us`] in all (shared with the
     /// engine's helper threads when it is worth it).
@@ -68,33 +69,17 @@ impl Bundle {
                 self.check_overload(layer, &evals)?;
                 continue;
             }
-            // One task per worker, not per rule: a rule costs ~10-100 us, about what
-            // handing a task to another thread costs.
-            let jobs: Arc<Vec<Job>> = Arc::new(pending);
-            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let workers: Vec<_> = (0..self.concurrency.min(jobs.len()))
-                .map(|_| {
-                    let (jobs, next, input) = (jobs.clone(), next.clone(), input.clone());
-                    tokio::task::spawn_blocking(move || {
-                        let mut done = Vec::new();
-                        loop {
-                            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some((i, rule, upstream)) = jobs.get(n) else {
-                                return done;
-                            };
-                            let eval = rule.evaluate(&input, upstream);
-                            rule.note_cost(&eval);
-                            done.push((*i, eval));
-                        }
-                    })
-                })
-                .collect();
-            for worker in workers {
-                // A worker that panicked (a host bug) loses its rules; they are reported
-                // below as failed rather than taking the evaluation down.
-                for (i, eval) in worker.await.unwrap_or_default() {
-                    evals[i] = Some(eval);
-                }
+            // One hop to the blocking pool for the whole layer, whose thread then shares
+            // the layer with the engine's helpers as `evaluate_blocking` does: a hop per
+            // rule or per worker would cost about what a rule does, and a pool thread per
+            // worker would leave the helpers idle.
+            let (input, concurrency) = (input.clone(), self.concurrency);
+            let ran =
+                tokio::task::spawn_blocking(move || run_layer(pending, &input, concurrency)).await;
+            // A panicked task (a host bug) loses its rules; they are reported below as
+            // failed rather than taking the evaluation down.
+            for (i, eval) in ran.unwrap_or_default() {
+                evals[i] = Some(eval);
             }
             self.fill_missing(layer, &mut evals);
             self.check_overload(layer, &evals)?;
@@ -129,42 +114,10 @@ impl Bundle {
         Ok(self.finish(evals, start))
     }
 
-    /// Runs one layer's pending rules on this thread: one after another when they are
-    /// cheap, or shared with the engine's helper threads when the layer's recent cost
-    /// (unknown counts as high) would repay the hand-off.
+    /// Runs one layer's pending rules on this thread (see [`run_layer`]).
     fn run_here(&self, pending: Vec<Job>, input: &Input, evals: &mut [Option<Evaluation>]) {
-        let cost = pending.iter().try_fold(0u64, |sum, (_, rule, _)| {
-            Some(sum.saturating_add(rule.inline_cost_us()?))
-        });
-        let parallel = pending.len() > 1
-            && self.concurrency > 1
-            && cost.is_none_or(|us| us >= PARALLEL_FROM_US);
-        if !parallel {
-            for (i, rule, upstream) in pending {
-                let eval = rule.evaluate(input, &upstream);
-                rule.note_cost(&eval);
-                evals[i] = Some(eval);
-            }
-            return;
-        }
-        let Some(engine) = pending
-            .first()
-            .map(|(_, r, _)| r.rule.pre().engine().clone())
-        else {
-            return;
-        };
-        let jobs = Arc::new(pending);
-        let (shared, input) = (jobs.clone(), input.clone());
-        let done = engine
-            .helpers()
-            .run(jobs.len(), self.concurrency - 1, move |k| {
-                let (_, rule, upstream) = &shared[k];
-                let eval = rule.evaluate(&input, upstream);
-                rule.note_cost(&eval);
-                eval
-            });
-        for ((i, _, _), eval) in jobs.iter().zip(done) {
-            evals[*i] = eval;
+        for (i, eval) in run_layer(pending, input, self.concurrency) {
+            evals[i] = Some(eval);
         }
     }
 
@@ -433,6 +386,47 @@ impl BundleResult {
             })
             .collect()
     }
+}
+
+/// Runs one layer's pending rules on this thread: one after another when they are cheap, or
+/// shared with the engine's helper threads (this thread working too, `concurrency` threads
+/// in all) when the layer's recent cost (unknown counts as high) would repay the hand-off.
+/// Returns each rule's index with its evaluation; a rule whose evaluation panicked (a host
+/// bug) is missing.
+fn run_layer(pending: Vec<Job>, input: &Input, concurrency: usize) -> Vec<(usize, Evaluation)> {
+    let cost = pending.iter().try_fold(0u64, |sum, (_, rule, _)| {
+        Some(sum.saturating_add(rule.inline_cost_us()?))
+    });
+    let parallel =
+        pending.len() > 1 && concurrency > 1 && cost.is_none_or(|us| us >= PARALLEL_FROM_US);
+    if !parallel {
+        return pending
+            .into_iter()
+            .map(|(i, rule, upstream)| {
+                let eval = rule.evaluate(input, &upstream);
+                rule.note_cost(&eval);
+                (i, eval)
+            })
+            .collect();
+    }
+    let Some(engine) = pending
+        .first()
+        .map(|(_, r, _)| r.rule.pre().engine().clone())
+    else {
+        return Vec::new();
+    };
+    let jobs = Arc::new(pending);
+    let (shared, input) = (jobs.clone(), input.clone());
+    let done = engine.helpers().run(jobs.len(), concurrency - 1, move |k| {
+        let (_, rule, upstream) = &shared[k];
+        let eval = rule.evaluate(&input, upstream);
+        rule.note_cost(&eval);
+        eval
+    });
+    jobs.iter()
+        .zip(done)
+        .filter_map(|((i, _, _), eval)| Some((*i, eval?)))
+        .collect()
 }
 
 #[cfg(test)]
