@@ -30,8 +30,30 @@ pub mod initializer {
 
 /// Runs `R`'s [`Init`](crate::Init) with the rule's settings from the host.
 pub fn init<R: crate::Init>(settings: String) -> Result<(), String> {
+    init_with(settings, R::init)
+}
+
+/// Parses the settings as `S` ([`Request::settings_shared`](crate::Request::settings_shared))
+/// for the snapshot, then runs `more` (a rule's own [`Init`](crate::Init), if it has one).
+pub fn init_settings<S>(
+    settings: String,
+    more: fn(&crate::Request) -> Result<(), crate::RuleError>,
+) -> Result<(), String>
+where
+    S: serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    init_with(settings, |req| {
+        req.settings_shared::<S>()?;
+        more(req)
+    })
+}
+
+fn init_with(
+    settings: String,
+    run: impl FnOnce(&crate::Request) -> Result<(), crate::RuleError>,
+) -> Result<(), String> {
     let req = crate::Request::from_parts(Vec::new(), None, Vec::new(), settings);
-    R::init(&req).map_err(|e| match e {
+    run(&req).map_err(|e| match e {
         crate::RuleError::InvalidInput(m) | crate::RuleError::Failed(m) => m,
     })
 }

@@ -94,12 +94,31 @@ pub mod __private;
 ))]
 mod lean;
 
-/// Makes a [`Rule`] type the component's `evaluate` export, and with `, init` its [`Init`]
-/// the `init` export too. Does nothing in native builds, so the crate still compiles (and
-/// unit-tests) on the host.
+/// Makes a [`Rule`] type the component's `evaluate` export. Does nothing in native builds, so
+/// the crate still compiles (and unit-tests) on the host.
+///
+/// - `export_rule!(MyRule)`: `evaluate` only.
+/// - `export_rule!(MyRule, init)`: also exports `init`, running `MyRule`'s [`Init`].
+/// - `export_rule!(MyRule, settings = MySettings)`: also exports `init`, which parses the
+///   settings as `MySettings` at load ([`Request::settings_shared`]), so evaluations find
+///   them parsed and bad settings refuse the load.
+/// - `export_rule!(MyRule, init, settings = MySettings)`: both.
 #[macro_export]
 macro_rules! export_rule {
     ($rule:ty, init) => {
+        $crate::export_rule!(@init $rule, |settings| $crate::__private::init::<$rule>(settings));
+    };
+    ($rule:ty, settings = $settings:ty) => {
+        $crate::export_rule!(@init $rule, |settings| {
+            $crate::__private::init_settings::<$settings>(settings, |_| Ok(()))
+        });
+    };
+    ($rule:ty, init, settings = $settings:ty) => {
+        $crate::export_rule!(@init $rule, |settings| {
+            $crate::__private::init_settings::<$settings>(settings, <$rule as $crate::Init>::init)
+        });
+    };
+    (@init $rule:ty, $init:expr) => {
         $crate::export_rule!($rule);
         #[cfg(target_arch = "wasm32")]
         const _: () = {
@@ -108,7 +127,8 @@ macro_rules! export_rule {
                 fn init(
                     settings: ::std::string::String,
                 ) -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::__private::init::<$rule>(settings)
+                    let init: fn(::std::string::String) -> ::core::result::Result<(), ::std::string::String> = $init;
+                    init(settings)
                 }
             }
             $crate::__private::initializer::export!(__RuleboxInit);

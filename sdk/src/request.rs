@@ -132,6 +132,11 @@ impl Request {
         if *value == Value::Null {
             return Ok(None);
         }
+        // The direct route first; the general one only to find out why it failed, so the
+        // error is the same whichever route a value took.
+        if let Some(v) = direct(value) {
+            return Ok(Some(v));
+        }
         let json = value
             .to_json()
             .map_err(|e| RuleError::invalid_input(format!("fact `{path}`: {e}")))?;
@@ -157,6 +162,40 @@ impl Request {
             };
             RuleError::failed(format!("setting{at}: {}", e.into_inner()))
         })
+    }
+
+    /// All settings as `T`, parsed once per rule instance and shared after that: the first
+    /// call parses (as [`Request::settings`]), later calls with the same settings return the
+    /// same `Arc`. Export the rule with `export_rule!(MyRule, settings = T)` and the parse
+    /// happens at load, in `init`, before the host snapshots the instance: every evaluation,
+    /// fresh instance or not, then starts with the settings parsed, and settings that do not
+    /// parse refuse the load with the same message instead of failing every evaluation.
+    pub fn settings_shared<T>(&self) -> Result<std::sync::Arc<T>, RuleError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        use std::any::{Any, TypeId};
+        type Entry = (TypeId, String, std::sync::Arc<dyn Any + Send + Sync>);
+        /// Parsed settings by type and text. In a rule instance the text never changes, so
+        /// this holds one entry per type; native unit tests use many settings, hence a bound.
+        static PARSED: std::sync::Mutex<Vec<Entry>> = std::sync::Mutex::new(Vec::new());
+        const KEEP: usize = 16;
+
+        let key = TypeId::of::<T>();
+        let mut parsed = PARSED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, any)) = parsed
+            .iter()
+            .find(|(t, text, _)| *t == key && *text == self.settings)
+            && let Ok(hit) = any.clone().downcast::<T>()
+        {
+            return Ok(hit);
+        }
+        let fresh = std::sync::Arc::new(self.settings::<T>()?);
+        if parsed.len() >= KEEP {
+            parsed.remove(0);
+        }
+        parsed.push((key, self.settings.clone(), fresh.clone()));
+        Ok(fresh)
     }
 
     /// One setting as `T`; missing or mistyped is [`RuleError::Failed`].
@@ -202,6 +241,23 @@ impl Request {
             RuleError::failed("no document: a rule must declare reads = [\"*\"] to get it")
         })?;
         serde_json::from_str(text).map_err(|e| RuleError::invalid_input(format!("document: {e}")))
+    }
+}
+
+/// `value` as `T` without building a `serde_json::Value` first: scalars go straight to `T`'s
+/// visitor and JSON text is parsed into `T` directly. `None` when that fails (the caller
+/// then takes the general route, which reports why); for a value that succeeds here the
+/// general route gives the same `T`, since `T` sees the same visitor call either way.
+fn direct<T: DeserializeOwned>(value: &Value) -> Option<T> {
+    use serde::de::IntoDeserializer;
+    type E = serde::de::value::Error;
+    match value {
+        Value::Null => None,
+        Value::Bool(b) => T::deserialize(IntoDeserializer::<E>::into_deserializer(*b)).ok(),
+        Value::Integer(i) => T::deserialize(IntoDeserializer::<E>::into_deserializer(*i)).ok(),
+        Value::Float(f) => T::deserialize(IntoDeserializer::<E>::into_deserializer(*f)).ok(),
+        Value::Text(s) => T::deserialize(IntoDeserializer::<E>::into_deserializer(s.as_str())).ok(),
+        Value::Json(s) => serde_json::from_str(s).ok(),
     }
 }
 
@@ -256,6 +312,95 @@ mod tests {
         );
         assert!(
             matches!(req.setting_or::<u32>("name", 1), Err(RuleError::Failed(m)) if m.contains("`name`"))
+        );
+    }
+
+    /// The general route: what `fact_opt` did before the direct one.
+    fn general<T: DeserializeOwned>(value: &Value) -> Option<T> {
+        serde_json::from_value(value.to_json().ok()?).ok()
+    }
+
+    #[test]
+    fn direct_facts_decode_as_the_general_route_does() {
+        #[derive(Debug, PartialEq, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Kind {
+            Card,
+            Wire,
+        }
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Order {
+            amount: f64,
+            tags: Vec<String>,
+        }
+        let values = [
+            Value::Bool(true),
+            Value::Integer(-3),
+            Value::Integer(7),
+            Value::Integer(300),
+            Value::Float(2.5),
+            Value::Float(4.0),
+            Value::Text("card".into()),
+            Value::Text("7".into()),
+            Value::Json(r#"{"amount": 3, "tags": ["a"]}"#.into()),
+            Value::Json("[1, 2]".into()),
+            Value::Json("{not json".into()),
+        ];
+        fn check<T: DeserializeOwned + PartialEq + std::fmt::Debug>(v: &Value) -> usize {
+            let (fast, slow) = (direct::<T>(v), general::<T>(v));
+            if fast.is_some() {
+                assert_eq!(fast, slow, "{v:?} as {}", std::any::type_name::<T>());
+            }
+            usize::from(fast.is_some())
+        }
+        let mut direct_hits = 0;
+        for v in &values {
+            direct_hits += check::<bool>(v)
+                + check::<i64>(v)
+                + check::<u8>(v)
+                + check::<f64>(v)
+                + check::<String>(v)
+                + check::<Kind>(v)
+                + check::<Order>(v)
+                + check::<Vec<i64>>(v)
+                + check::<serde_json::Value>(v)
+                + check::<Option<f64>>(v);
+        }
+        // The direct route does take most of them (else it would save nothing).
+        assert!(direct_hits >= 20, "{direct_hits}");
+        // And every failure still reads as before.
+        let req = Request::new().with_fact("x", "card").with_fact("n", -3);
+        let err = req.fact::<u8>("n").unwrap_err().to_string();
+        assert!(
+            err.contains("fact `n`") && err.contains("invalid value"),
+            "{err}"
+        );
+        assert!(req.fact::<Kind>("x").is_ok());
+    }
+
+    #[test]
+    fn shared_settings_parse_once_per_text() {
+        #[derive(Debug, Deserialize)]
+        struct Limits {
+            max: u32,
+        }
+        let a = Request::new().with_settings(serde_json::json!({"max": 10}));
+        let first = a.settings_shared::<Limits>().unwrap();
+        let again = a.clone().settings_shared::<Limits>().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &again), "parsed twice");
+        let b = Request::new().with_settings(serde_json::json!({"max": 11}));
+        assert_eq!(b.settings_shared::<Limits>().unwrap().max, 11);
+        assert_eq!(a.settings_shared::<Limits>().unwrap().max, 10);
+        // Another type over the same text is its own entry.
+        #[derive(Debug, Deserialize)]
+        struct Loose {
+            max: f64,
+        }
+        assert_eq!(a.settings_shared::<Loose>().unwrap().max, 10.0);
+        let bad = Request::new().with_settings(serde_json::json!({"max": "ten"}));
+        assert_eq!(
+            bad.settings_shared::<Limits>().unwrap_err(),
+            bad.settings::<Limits>().unwrap_err()
         );
     }
 

@@ -78,12 +78,21 @@ fn amount_limit_names_bad_input_and_settings() {
         "invalid input: missing fact `order.amount`"
     );
 
-    let err = amount_limit(json!({"max": "high"}))
-        .evaluate(&input(json!({"order": {"amount": 1}})))
-        .result
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Failed);
-    assert!(err.to_string().contains("max"), "{err}");
+    // Settings are parsed at load (the rule's `init`): bad ones refuse the rule, naming the
+    // setting, instead of failing every evaluation.
+    for (settings, names) in [
+        (json!({"max": "high"}), "`max`"),
+        (json!({"maxx": 1}), "`maxx`"),
+    ] {
+        let err = Rule::builder("amount-limit", guest("amount_limit"))
+            .reads(["order.amount", "order.currency"])
+            .settings(settings)
+            .build()
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("init") && err.contains(names), "{err}");
+    }
 }
 
 fn sanctions(dir: &std::path::Path) -> Rule {

@@ -23,7 +23,8 @@ pub struct AmountLimit;
 
 impl Rule for AmountLimit {
     fn evaluate(req: &Request) -> Result<Decision, RuleError> {
-        let s: Settings = req.settings()?;
+        // Parsed once, at load (see `export_rule!` below), not on every evaluation.
+        let s = req.settings_shared::<Settings>()?;
         let amount: f64 = req.fact("order.amount")?;
         if amount < 0.0 {
             return Err(RuleError::invalid_input(format!(
@@ -49,7 +50,9 @@ impl Rule for AmountLimit {
     }
 }
 
-export_rule!(AmountLimit);
+// `init` parses the settings before the host snapshots the rule: bad settings refuse the
+// load, and evaluations start with them parsed.
+export_rule!(AmountLimit, settings = Settings);
 
 #[cfg(test)]
 mod tests {

@@ -8,10 +8,26 @@ use rulebox_sdk::prelude::*;
 
 pub struct RiskScore;
 
+#[derive(serde::Deserialize)]
+struct Settings {
+    #[serde(default = "default_review_at")]
+    review_at: f64,
+    #[serde(default = "default_deny_at")]
+    deny_at: f64,
+}
+
+fn default_review_at() -> f64 {
+    50.0
+}
+
+fn default_deny_at() -> f64 {
+    80.0
+}
+
 impl Rule for RiskScore {
     fn evaluate(req: &Request) -> Result<Decision, RuleError> {
-        let review_at: f64 = req.setting_or("review_at", 50.0)?;
-        let deny_at: f64 = req.setting_or("deny_at", 80.0)?;
+        let settings = req.settings_shared::<Settings>()?;
+        let (review_at, deny_at) = (settings.review_at, settings.deny_at);
         let amount: f64 = req.fact("order.amount")?;
         let age_days: u32 = req.fact_opt("customer.age_days")?.unwrap_or(0);
         let verified: bool = req.fact_opt("customer.verified")?.unwrap_or(false);
@@ -35,10 +51,11 @@ impl Rule for RiskScore {
         if items.len() > 20 {
             add(10.0, "many items");
         }
-        if let Some(limit) = req.upstream("amount-limit") {
-            if limit.verdict() != Verdict::Allow {
-                add(25.0, "amount-limit did not allow");
-            }
+        if req
+            .upstream("amount-limit")
+            .is_some_and(|d| d.verdict() != Verdict::Allow)
+        {
+            add(25.0, "amount-limit did not allow");
         }
         if req
             .upstream("sanctions")
@@ -61,7 +78,7 @@ impl Rule for RiskScore {
     }
 }
 
-export_rule!(RiskScore);
+export_rule!(RiskScore, settings = Settings);
 
 #[cfg(test)]
 mod tests {
