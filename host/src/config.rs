@@ -143,7 +143,9 @@ pub struct EngineConfig {
     pub stdio_capture_bytes: usize,
     /// Bytes of linear memory kept resident in each pooled slot between evaluations, so the
     /// next instance does not page-fault them in again. Default 256 KiB (measured to halve
-    /// instantiation cost on small rules).
+    /// instantiation cost on small rules). On Linux 6.7+ (`PAGEMAP_SCAN`) a slot's reset
+    /// copies back only the pages the rule wrote, up to this many bytes, and unmaps the
+    /// rest; elsewhere it copies back this whole prefix.
     pub keep_resident_bytes: usize,
     /// Directory for compiled components, so restarts and new bundle revisions skip
     /// compilation. Entries are checksummed and recompiled when unsound. Default: none

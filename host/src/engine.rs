@@ -77,7 +77,11 @@ impl Engine {
             .total_tables(n.saturating_mul(4))
             .max_memory_size(config.max_limits.memory_bytes)
             .linear_memory_keep_resident(config.keep_resident_bytes)
-            .table_keep_resident(16 << 10);
+            .table_keep_resident(16 << 10)
+            // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), a slot's reset copies back
+            // only the pages the rule wrote, not the whole resident prefix (wasmtime's
+            // default): see `EngineConfig::keep_resident_bytes`.
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut wt = wasmtime::Config::new();
         wt.wasm_component_model(true)
             .consume_fuel(true)

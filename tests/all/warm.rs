@@ -39,6 +39,43 @@ fn reused_instances_are_replaced_at_their_limit() {
     );
 }
 
+/// Memory a rule wrote is gone for the next fresh instance, also when the writes are
+/// scattered over more separate pages than one scan of written pages reports (the reset
+/// copies back the pages the rule wrote, where the kernel can say which). A reused instance
+/// shows what the check would catch.
+#[test]
+fn a_fresh_instance_never_sees_what_an_earlier_one_wrote() {
+    let stale = |rule: &Rule| -> u64 {
+        let eval = rule.evaluate(&Input::from_value(json!({})).unwrap());
+        eval.result.unwrap().output.unwrap()["stale"]
+            .as_u64()
+            .unwrap()
+    };
+    // 512 KiB: 64 marked pages, 64 separate regions, past the 256 KiB kept resident.
+    for kib in [16, 200, 512] {
+        let rule = |isolation| {
+            Rule::builder("scribbler", guest("fixture_echo"))
+                .settings(json!({ "scribble": kib }))
+                .isolation(isolation)
+                .build()
+                .unwrap()
+        };
+        let fresh = rule(Isolation::Fresh);
+        let seen: Vec<u64> = (0..6).map(|_| stale(&fresh)).collect();
+        assert_eq!(
+            seen, [0; 6],
+            "{kib} KiB: a fresh instance saw earlier writes"
+        );
+
+        let warm = rule(Isolation::Reuse);
+        assert_eq!(stale(&warm), 0);
+        assert!(
+            stale(&warm) > 0,
+            "{kib} KiB: the reused instance should see its own marks (else this test checks nothing)"
+        );
+    }
+}
+
 #[test]
 fn a_reused_instance_is_dropped_after_any_error() {
     let warm = echo(Isolation::Reuse, 100);
