@@ -1,8 +1,10 @@
 //! A 20-rule bundle of independent rules, in one run:
-//! - evaluation: sequential (one thread) vs `evaluate` (async, tokio with 2 workers) vs
-//!   `evaluate_blocking` (the calling thread plus the engine's helpers), for warm rules (the
-//!   echo fixture reusing its instance, ~25 us each here), fresh ones (the same, a fresh
-//!   instance each, ~45 us) and busy ones (each burns ~100k loop iterations);
+//! - evaluation: sequential (one thread) vs `evaluate` (async, in a task on tokio with 2
+//!   workers) vs
+//!   `evaluate_blocking` (the calling thread plus the engine's helpers), for tiny rules (the
+//!   lean echo deciding at once in a reused instance, ~1 us), warm ones (the echo fixture
+//!   reusing its instance, ~20 us each here), fresh ones (the same, a fresh instance each)
+//!   and busy ones (each burns ~100k loop iterations);
 //! - loading: cold (every component compiled) vs from the compiled-component disk cache
 //!   (a fresh engine each time, so nothing comes from memory).
 //!
@@ -18,7 +20,17 @@ const RULES: usize = 20;
 /// Twenty distinct components (the echo fixture, each with its own custom section, so each
 /// has its own digest and really compiles) as independent rules.
 fn write_bundle(dir: &Path, work: u64, isolation: &str) {
-    let echo = rulebox_tests::guest_bytes("fixture_echo");
+    write_bundle_of(
+        dir,
+        rulebox_tests::guest_bytes("fixture_echo"),
+        work,
+        isolation,
+        "",
+    );
+}
+
+/// [`write_bundle`] with another build of the echo and more settings.
+fn write_bundle_of(dir: &Path, echo: Vec<u8>, work: u64, isolation: &str, settings: &str) {
     let mut manifest = String::from("[bundle]\nformat = 1\nname = \"wide\"\nrevision = \"1\"\n");
     for i in 0..RULES {
         let mut bytes = echo.clone();
@@ -29,7 +41,7 @@ fn write_bundle(dir: &Path, work: u64, isolation: &str) {
         bytes.extend_from_slice(name.as_bytes());
         std::fs::write(dir.join(format!("r{i}.wasm")), &bytes).unwrap();
         manifest.push_str(&format!(
-            "[[rule]]\nname = \"r{i}\"\ncomponent = \"r{i}.wasm\"\nreads = [\"order.amount\"]\nisolation = \"{isolation}\"\nsettings = {{ work = {work}, tag = {i} }}\n"
+            "[[rule]]\nname = \"r{i}\"\ncomponent = \"r{i}.wasm\"\nreads = [\"order.amount\"]\nisolation = \"{isolation}\"\nsettings = {{ work = {work}, tag = {i}{settings} }}\n"
         ));
     }
     std::fs::write(dir.join("bundle.toml"), manifest).unwrap();
@@ -45,13 +57,17 @@ fn benches(c: &mut Criterion) {
     let engine = Engine::new(EngineConfig::default()).unwrap();
 
     let mut g = c.benchmark_group("bundle_eval");
-    for (label, work, isolation) in [
-        ("warm", 0u64, "reuse"),
-        ("fresh", 0, "fresh"),
-        ("busy", 100_000, "fresh"),
+    let wasip2 = rulebox_tests::guest_bytes("fixture_echo");
+    let lean = std::fs::read(rulebox_tests::lean_guest_path("fixture_echo")).unwrap();
+    for (label, echo, work, isolation, settings) in [
+        // The lean echo deciding at once, warm: ~1 us rules.
+        ("tiny", &lean, 0u64, "reuse", ", bare = true"),
+        ("warm", &wasip2, 0, "reuse", ""),
+        ("fresh", &wasip2, 0, "fresh", ""),
+        ("busy", &wasip2, 100_000, "fresh", ""),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        write_bundle(dir.path(), work, isolation);
+        write_bundle_of(dir.path(), echo.clone(), work, isolation, settings);
         let bundle = Bundle::load(&engine, dir.path(), &LoadOptions::default()).unwrap();
         assert_eq!(bundle.layers().len(), 1, "all rules independent");
         assert!(
@@ -69,11 +85,17 @@ fn benches(c: &mut Criterion) {
                     .verdict
             })
         });
+        // Inside one task, as a service calls it: `block_on` per call would add its own
+        // couple of microseconds.
         g.bench_function(format!("{label}_async"), |b| {
-            b.iter(|| {
-                rt.block_on(bundle.evaluate(black_box(&input)))
-                    .unwrap()
-                    .verdict
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = std::time::Instant::now();
+                    for _ in 0..iters {
+                        black_box(bundle.evaluate(black_box(&input)).await.unwrap().verdict);
+                    }
+                    start.elapsed()
+                })
             })
         });
         g.bench_function(format!("{label}_blocking"), |b| {
@@ -118,7 +140,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c);
     c.final_summary();
-    for label in ["warm", "fresh", "busy"] {
+    for label in ["tiny", "warm", "fresh", "busy"] {
         let names = ["sequential", "async", "blocking"].map(|how| format!("{label}_{how}"));
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         rulebox_benches::print_ratio_table("bundle_eval", names[0], &names);

@@ -306,7 +306,9 @@ impl Engine {
                 ));
             }
         };
+        let mut imports_wasi = false;
         for (name, _) in ty.imports(engine) {
+            imports_wasi |= name.starts_with("wasi:");
             if !(name.starts_with("wasi:") || HOST_IMPORTS.contains(&name)) {
                 return Err(LoadError::UnexpectedImport(name.to_owned()));
             }
@@ -325,6 +327,7 @@ impl Engine {
                 engine: self.clone(),
                 initialized,
                 init_source,
+                imports_wasi,
                 _origin: origin.cloned(),
             }),
         })
@@ -364,6 +367,8 @@ struct RulePreInner {
     initialized: bool,
     /// The component's bytes, when it exports `init`.
     init_source: Option<Arc<[u8]>>,
+    /// Whether the component imports any `wasi:` interface (a lean rule imports none).
+    imports_wasi: bool,
     /// For a snapshot: the component it was taken of, kept compiled (and live) so the next
     /// load of it is a memory hit.
     _origin: Option<RulePre>,
@@ -391,6 +396,13 @@ impl RulePre {
 
     /// The component's bytes when it exports `init`: each configuration of it is
     /// initialized and snapshot at load.
+    /// Whether the component imports WASI. One that does not never calls into the host
+    /// beyond `rulebox:rule/host` (a log line), so it can run on an async runtime's worker
+    /// thread without `block_in_place`: none of its calls block on the runtime.
+    pub fn imports_wasi(&self) -> bool {
+        self.inner.imports_wasi
+    }
+
     pub(crate) fn init_source(&self) -> Option<&Arc<[u8]>> {
         self.inner.init_source.as_ref()
     }

@@ -2,54 +2,127 @@
 //! bundle: the caller works through the layer itself and helpers take what they can, so a
 //! layer of cheap rules never waits for a hand-off and an expensive one runs on every core.
 //!
+//! Idle helpers and a caller waiting for a helper's last item spin briefly before they
+//! sleep ([`SPIN`]): on a VM a wake-up costs about what a rule does.
+//!
 //! The threads have no async runtime: a rule's blocking WASI calls (a file read through a
 //! grant) run on wasmtime-wasi's own, as on any plain thread.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 type Task = Box<dyn FnOnce() + Send>;
 
-/// A fixed set of parked threads, started on first use, stopped when dropped.
+/// How long an idle helper, and a caller waiting for a helper's last item, keep checking
+/// before they sleep. Waking a sleeping thread costs tens of microseconds on a VM (a futex
+/// wake, an inter-processor interrupt, the scheduler), as much as the rules it would share:
+/// a helper that finished a layer moments ago picks up the next one without that cost.
+const SPIN: Duration = Duration::from_micros(100);
+
+/// A fixed set of threads, started on first use, stopped when dropped.
 pub(crate) struct Helpers {
-    tx: Mutex<Option<Sender<Task>>>,
+    queue: Arc<Queue>,
+    started: Mutex<bool>,
     threads: usize,
+}
+
+struct Queue {
+    tasks: Mutex<State>,
+    ready: Condvar,
+    /// Tasks queued and not yet taken: what a spinning helper watches.
+    queued: AtomicUsize,
+}
+
+#[derive(Default)]
+struct State {
+    tasks: VecDeque<Task>,
+    /// Helpers asleep on `ready`, which a new task must wake.
+    sleeping: usize,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next task, waiting (spinning first) until there is one; `None` once closed.
+    fn take(&self) -> Option<Task> {
+        loop {
+            let spin_until = Instant::now() + SPIN;
+            while self.queued.load(Ordering::Acquire) == 0 && Instant::now() < spin_until {
+                std::hint::spin_loop();
+            }
+            let mut state = self.lock();
+            loop {
+                if let Some(task) = state.tasks.pop_front() {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    return Some(task);
+                }
+                if state.closed {
+                    return None;
+                }
+                state.sleeping += 1;
+                state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+                state.sleeping -= 1;
+                if state.tasks.is_empty() && !state.closed {
+                    // Woken for a task another helper took: spin again before sleeping.
+                    break;
+                }
+            }
+        }
+    }
+
+    fn push(&self, task: Task) {
+        let mut state = self.lock();
+        state.tasks.push_back(task);
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        // A spinning helper takes it without a wake; only a sleeping one needs the syscall.
+        if state.sleeping > 0 {
+            self.ready.notify_one();
+        }
+    }
 }
 
 impl Helpers {
     /// `threads` helpers (at least one).
     pub fn new(threads: usize) -> Helpers {
         Helpers {
-            tx: Mutex::new(None),
+            queue: Arc::new(Queue {
+                tasks: Mutex::new(State::default()),
+                ready: Condvar::new(),
+                queued: AtomicUsize::new(0),
+            }),
+            started: Mutex::new(false),
             threads: threads.max(1),
         }
     }
 
-    fn sender(&self) -> Sender<Task> {
-        let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        tx.get_or_insert_with(|| {
-            let (tx, rx) = channel::<Task>();
-            let rx = Arc::new(Mutex::new(rx));
+    /// Starts the threads the first time; false when they could not be started (this
+    /// thread then does all the work).
+    fn start(&self) -> bool {
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        if !*started {
             for n in 0..self.threads {
-                let rx: Arc<Mutex<Receiver<Task>>> = rx.clone();
-                std::thread::Builder::new()
+                let queue = self.queue.clone();
+                let spawned = std::thread::Builder::new()
                     .name(format!("rulebox-helper-{n}"))
                     .spawn(move || {
-                        loop {
-                            let task = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                            match task {
-                                Ok(task) => task(),
-                                // The engine is gone.
-                                Err(_) => return,
-                            }
+                        while let Some(task) = queue.take() {
+                            task();
                         }
-                    })
-                    .expect("spawning a rulebox helper thread");
+                    });
+                if spawned.is_err() {
+                    // Fewer helpers than asked still share the work; none means none.
+                    *started = n > 0;
+                    return n > 0;
+                }
             }
-            tx
-        })
-        .clone()
+            *started = true;
+        }
+        true
     }
 
     /// Runs `work(i)` for every `i` in `0..n`, on this thread and on up to `extra` helpers,
@@ -62,21 +135,26 @@ impl Helpers {
     {
         let shared = Arc::new(Shared {
             next: AtomicUsize::new(0),
+            finished_count: AtomicUsize::new(0),
             done: Mutex::new((0, (0..n).map(|_| None).collect())),
             finished: Condvar::new(),
             n,
             work,
         });
         let extra = extra.min(self.threads).min(n.saturating_sub(1));
-        if extra > 0 {
-            let tx = self.sender();
+        if extra > 0 && self.start() {
             for _ in 0..extra {
                 let shared = shared.clone();
-                // A send fails only when the helpers are gone: this thread then does it all.
-                let _ = tx.send(Box::new(move || shared.drain()));
+                self.queue.push(Box::new(move || shared.drain()));
             }
         }
         shared.drain();
+        // The last items may still be running on a helper: check for a while before
+        // sleeping, since a wake-up costs more than a short rule.
+        let spin_until = Instant::now() + SPIN;
+        while shared.finished_count.load(Ordering::Acquire) < n && Instant::now() < spin_until {
+            std::hint::spin_loop();
+        }
         let mut done = shared.done.lock().unwrap_or_else(|e| e.into_inner());
         while done.0 < n {
             done = shared
@@ -90,13 +168,16 @@ impl Helpers {
 
 impl Drop for Helpers {
     fn drop(&mut self) {
-        // Dropping the sender ends each helper's loop.
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Ends each helper's loop once the queue is empty.
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_all();
     }
 }
 
 struct Shared<T, F> {
     next: AtomicUsize,
+    /// Items done, readable without the lock (for the caller's spin).
+    finished_count: AtomicUsize,
     /// Items done, and their results.
     done: Mutex<(usize, Vec<Option<T>>)>,
     finished: Condvar,
@@ -119,6 +200,7 @@ impl<T, F: Fn(usize) -> T> Shared<T, F> {
             if let Ok(r) = result {
                 done.1[i] = Some(r);
             }
+            self.finished_count.store(done.0, Ordering::Release);
             if done.0 == self.n {
                 self.finished.notify_all();
             }

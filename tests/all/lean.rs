@@ -28,10 +28,10 @@ fn imports(bytes: &[u8]) -> Vec<String> {
 #[test]
 fn lean_builds_import_only_the_rule_host() {
     for name in ["amount_limit", "risk_score", "fixture_echo"] {
-        let lean = imports(&std::fs::read(lean_guest_path(name)).unwrap());
+        let slim = imports(&std::fs::read(lean_guest_path(name)).unwrap());
         assert!(
-            lean.iter().all(|i| i.starts_with("rulebox:rule/")),
-            "{name}: {lean:?}"
+            slim.iter().all(|i| i.starts_with("rulebox:rule/")),
+            "{name}: {slim:?}"
         );
         // The wasip2 build of the same crate imports WASI: the comparison means something.
         let full = imports(&guest_bytes(name));
@@ -39,6 +39,55 @@ fn lean_builds_import_only_the_rule_host() {
             full.iter().any(|i| i.starts_with("wasi:")),
             "{name}: {full:?}"
         );
+        // What the host reads of it: a rule without WASI runs inline in async code without
+        // `block_in_place`, so this must not say "no WASI" of a rule that has it.
+        assert!(!lean(name).imports_wasi(), "{name}");
+        assert!(guest(name).imports_wasi(), "{name}");
+    }
+}
+
+/// A bundle of lean rules evaluated from async code, inline (measured cheap) and not yet
+/// measured, gives what sequential evaluation gives.
+#[test]
+fn lean_rules_run_inline_in_async_code() {
+    let mut manifest = String::from("[bundle]\nformat = 1\nname = \"lean\"\nrevision = \"1\"\n");
+    for i in 0..4 {
+        manifest.push_str(&format!(
+            "[[rule]]\nname = \"r{i}\"\ncomponent = \"echo.wasm\"\nreads = [\"order.amount\"]\n\
+             isolation = \"reuse\"\nsettings = {{ tag = {i} }}\n"
+        ));
+    }
+    let dir = rulebox_tests::temp_bundle(&manifest);
+    std::fs::copy(
+        lean_guest_path("fixture_echo"),
+        dir.path().join("echo.wasm"),
+    )
+    .unwrap();
+    let bundle = std::sync::Arc::new(
+        rulebox::Bundle::load(engine(), dir.path(), &rulebox::LoadOptions::default()).unwrap(),
+    );
+    let rt = rulebox_tests::rt();
+    let input = Input::from_value(json!({"order": {"amount": 5}})).unwrap();
+    let want = bundle.evaluate_sequential(&input).unwrap();
+    for _ in 0..5 {
+        let got = rt
+            .block_on(async {
+                tokio::spawn({
+                    let (bundle, input) = (bundle.clone(), input.clone());
+                    async move { bundle.evaluate(&input).await }
+                })
+                .await
+            })
+            .unwrap()
+            .unwrap();
+        assert!(got.errors().is_empty(), "{:?}", got.errors());
+        let outputs = |r: &rulebox::BundleResult| -> Vec<_> {
+            r.rules
+                .iter()
+                .map(|e| e.result.as_ref().unwrap().output.clone().unwrap()["tag"].clone())
+                .collect()
+        };
+        assert_eq!(outputs(&got), outputs(&want));
     }
 }
 

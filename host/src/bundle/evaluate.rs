@@ -36,14 +36,7 @@ impl Bundle {
         for layer in &self.layers {
             // Results in this host's memory cache are served here, on the calling thread:
             // a lookup costs well under a microsecond, a hop to the blocking pool far more.
-            let mut pending: Vec<Job> = Vec::new();
-            for &i in layer {
-                let upstream = self.upstream_of(i, &evals);
-                match self.rules[i].cached_in_memory(input, &upstream) {
-                    Some(eval) => evals[i] = Some(eval),
-                    None => pending.push((i, self.rules[i].clone(), upstream)),
-                }
-            }
+            let pending = self.pending(layer, input, &mut evals);
             if pending.is_empty() {
                 continue;
             }
@@ -57,14 +50,21 @@ impl Bundle {
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
             let inline = multi_thread
                 && self.inline_below_us > 0
-                && pending
-                    .iter()
-                    .try_fold(0u64, |sum, (_, rule, _)| {
-                        Some(sum.saturating_add(rule.inline_cost_us()?))
-                    })
+                && self
+                    .cost_us(&pending)
                     .is_some_and(|total| total < self.inline_below_us);
             if inline {
-                tokio::task::block_in_place(|| self.run_here(pending, input, &mut evals));
+                // Rules that import no WASI (lean ones) never block on the runtime: they
+                // run right here, without `block_in_place`'s hand-off of this worker's
+                // other tasks.
+                if pending
+                    .iter()
+                    .any(|(i, _)| self.rules[*i].rule.pre().imports_wasi())
+                {
+                    tokio::task::block_in_place(|| self.run_here(pending, input, &mut evals));
+                } else {
+                    self.run_here(pending, input, &mut evals);
+                }
                 self.fill_missing(layer, &mut evals);
                 self.check_overload(layer, &evals)?;
                 continue;
@@ -73,9 +73,10 @@ impl Bundle {
             // the layer with the engine's helpers as `evaluate_blocking` does: a hop per
             // rule or per worker would cost about what a rule does, and a pool thread per
             // worker would leave the helpers idle.
+            let jobs = self.jobs(pending);
             let (input, concurrency) = (input.clone(), self.concurrency);
             let ran =
-                tokio::task::spawn_blocking(move || run_layer(pending, &input, concurrency)).await;
+                tokio::task::spawn_blocking(move || run_layer(jobs, &input, concurrency)).await;
             // A panicked task (a host bug) loses its rules; they are reported below as
             // failed rather than taking the evaluation down.
             for (i, eval) in ran.unwrap_or_default() {
@@ -99,14 +100,7 @@ impl Bundle {
         let start = Instant::now();
         let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
         for layer in &self.layers {
-            let mut pending: Vec<Job> = Vec::new();
-            for &i in layer {
-                let upstream = self.upstream_of(i, &evals);
-                match self.rules[i].cached_in_memory(input, &upstream) {
-                    Some(eval) => evals[i] = Some(eval),
-                    None => pending.push((i, self.rules[i].clone(), upstream)),
-                }
-            }
+            let pending = self.pending(layer, input, &mut evals);
             self.run_here(pending, input, &mut evals);
             self.fill_missing(layer, &mut evals);
             self.check_overload(layer, &evals)?;
@@ -114,9 +108,58 @@ impl Bundle {
         Ok(self.finish(evals, start))
     }
 
-    /// Runs one layer's pending rules on this thread (see [`run_layer`]).
-    fn run_here(&self, pending: Vec<Job>, input: &Input, evals: &mut [Option<Evaluation>]) {
-        for (i, eval) in run_layer(pending, input, self.concurrency) {
+    /// A layer's rules that are not memory-cache hits, with their upstream decisions; hits
+    /// go straight into `evals` (a lookup costs well under a microsecond).
+    fn pending(
+        &self,
+        layer: &[usize],
+        input: &Input,
+        evals: &mut [Option<Evaluation>],
+    ) -> Vec<(usize, Vec<Upstream>)> {
+        let mut pending = Vec::with_capacity(layer.len());
+        for &i in layer {
+            let upstream = self.upstream_of(i, evals);
+            match self.rules[i].cached_in_memory(input, &upstream) {
+                Some(eval) => evals[i] = Some(eval),
+                None => pending.push((i, upstream)),
+            }
+        }
+        pending
+    }
+
+    /// The recent cost of these rules together; `None` when one has none yet (or may wait
+    /// on Redis).
+    fn cost_us(&self, pending: &[(usize, Vec<Upstream>)]) -> Option<u64> {
+        pending.iter().try_fold(0u64, |sum, (i, _)| {
+            Some(sum.saturating_add(self.rules[*i].inline_cost_us()?))
+        })
+    }
+
+    fn jobs(&self, pending: Vec<(usize, Vec<Upstream>)>) -> Vec<Job> {
+        pending
+            .into_iter()
+            .map(|(i, upstream)| (i, self.rules[i].clone(), upstream))
+            .collect()
+    }
+
+    /// Runs one layer's pending rules on this thread: in place, one after another, when
+    /// they are cheap (nothing is cloned or moved for them), else as [`run_layer`] does.
+    fn run_here(
+        &self,
+        pending: Vec<(usize, Vec<Upstream>)>,
+        input: &Input,
+        evals: &mut [Option<Evaluation>],
+    ) {
+        if !worth_sharing(pending.len(), self.cost_us(&pending), self.concurrency) {
+            for (i, upstream) in pending {
+                let rule = &self.rules[i];
+                let eval = rule.evaluate(input, &upstream);
+                rule.note_cost(&eval);
+                evals[i] = Some(eval);
+            }
+            return;
+        }
+        for (i, eval) in run_layer(self.jobs(pending), input, self.concurrency) {
             evals[i] = Some(eval);
         }
     }
@@ -388,6 +431,12 @@ impl BundleResult {
     }
 }
 
+/// Whether `n` rules of recent total cost `cost_us` (unknown counts as high) repay sharing
+/// them with helper threads.
+fn worth_sharing(n: usize, cost_us: Option<u64>, concurrency: usize) -> bool {
+    n > 1 && concurrency > 1 && cost_us.is_none_or(|us| us >= PARALLEL_FROM_US)
+}
+
 /// Runs one layer's pending rules on this thread: one after another when they are cheap, or
 /// shared with the engine's helper threads (this thread working too, `concurrency` threads
 /// in all) when the layer's recent cost (unknown counts as high) would repay the hand-off.
@@ -397,9 +446,7 @@ fn run_layer(pending: Vec<Job>, input: &Input, concurrency: usize) -> Vec<(usize
     let cost = pending.iter().try_fold(0u64, |sum, (_, rule, _)| {
         Some(sum.saturating_add(rule.inline_cost_us()?))
     });
-    let parallel =
-        pending.len() > 1 && concurrency > 1 && cost.is_none_or(|us| us >= PARALLEL_FROM_US);
-    if !parallel {
+    if !worth_sharing(pending.len(), cost, concurrency) {
         return pending
             .into_iter()
             .map(|(i, rule, upstream)| {
