@@ -13,11 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
-
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
-
-/// The interface a rule imports from the host, and the types interface it may import too.
-const HOST_IMPORTS: [&str; 2] = ["rulebox:rule/host@0.1.0", "rulebox:rule/types@0.1.0"];
 
 /// Compiles rules and runs them. Cheap to clone; share one per process.
 ///
@@ -211,6 +207,18 @@ impl Engine {
         if let Some(pre) = self.live(&digest) {
             return Ok(pre);
         }
+        // Before compiling, which takes tens of seconds for an interpreted guest.
+        let shape = crate::inspect::shape(bytes)?;
+        for import in &shape.imports {
+            crate::inspect::check_import(import)?;
+        }
+        let limit = self.inner.config.core_instances_per_rule;
+        if shape.core_instances > limit {
+            return Err(LoadError::TooManyCoreInstances {
+                needs: shape.core_instances,
+                limit,
+            });
+        }
         let gate = lock(&self.inner.compiling)
             .entry(digest)
             .or_default()
@@ -306,13 +314,10 @@ impl Engine {
                 ));
             }
         };
-        let mut imports_wasi = false;
-        for (name, _) in ty.imports(engine) {
-            imports_wasi |= name.starts_with("wasi:");
-            if !(name.starts_with("wasi:") || HOST_IMPORTS.contains(&name)) {
-                return Err(LoadError::UnexpectedImport(name.to_owned()));
-            }
-        }
+        // Checked against the sandbox before compiling (`inspect`).
+        let imports_wasi = ty
+            .imports(engine)
+            .any(|(name, _)| name.starts_with("wasi:"));
         let instance_pre = self
             .inner
             .linker

@@ -194,11 +194,26 @@ pub enum LoadError {
     /// The component does not export what the rule world needs.
     #[error("component is not a rulebox:rule@0.1.0 rule: {0}")]
     MissingExport(String),
-    /// The component imports something the sandbox does not provide.
+    /// The component imports something the sandbox does not provide; found before
+    /// compiling.
+    #[error("component imports `{import}`, which the rule sandbox does not provide: {fix}")]
+    UnexpectedImport {
+        /// The import, as the component names it (`wasi:http/outgoing-handler@0.2.3`).
+        import: String,
+        /// What the sandbox provides and what to change.
+        fix: String,
+    },
+    /// One instance of the component creates more core instances than the engine's pool
+    /// reserves per rule; found before compiling.
     #[error(
-        "component imports `{0}`, which the rule sandbox does not provide (only rulebox:rule/host@0.1.0 and WASI are available)"
+        "component creates {needs} core instances per evaluation, more than the engine reserves per rule ({limit}): raise `core_instances_per_rule` (EngineConfig; [engine] in the server's config) to at least {needs}"
     )]
-    UnexpectedImport(String),
+    TooManyCoreInstances {
+        /// What one instance of it creates.
+        needs: u32,
+        /// `core_instances_per_rule`.
+        limit: u32,
+    },
     /// The linker could not satisfy the component's imports.
     #[error("component cannot be linked in the rule sandbox: {0}")]
     Link(String),

@@ -64,6 +64,7 @@ mod engine;
 mod error;
 mod fs;
 mod input;
+mod inspect;
 mod registry;
 mod rule;
 mod sandbox;

@@ -682,27 +682,35 @@ fn a_full_host_is_overloaded_not_a_deny_and_recovers() {
 
 #[test]
 fn a_full_instance_pool_is_overloaded_not_a_deny_and_recovers() {
-    // Room in the pool for one echo-sized instance (4 core instances) at a time, though
-    // admission lets two evaluations run: what a rule heavier than the pool's per-rule
-    // reservation meets.
+    // Two instance slots, and admission lets two evaluations run; an idle warm instance
+    // (kept between evaluations of a `reuse` rule) holds one of them, so while the hog runs
+    // in the other the pool is full. (A rule heavier than the pool's per-rule reservation,
+    // the other way to fill it, is refused at load: `loading.rs`.)
     let engine = Engine::new(EngineConfig {
         max_instances: 2,
         max_concurrent_evaluations: 2,
-        core_instances_per_rule: 3,
         ..EngineConfig::default()
     })
     .unwrap();
     let hog = hog(&engine);
+    let warm = Rule::builder(
+        "warm",
+        engine.load_file(guest_path("fixture_echo")).unwrap(),
+    )
+    .isolation(rulebox::Isolation::Reuse)
+    .build()
+    .unwrap();
+    let input = Input::from_json(r#"{"x": 1}"#).unwrap();
+    assert!(warm.evaluate(&input).result.is_ok());
     // One fail-closed rule: a pool failure counted as the rule's error would deny.
     let dir = temp_bundle(
         "[bundle]\nformat = 1\nname = \"pool\"\nrevision = \"1\"\non_error = \"deny\"\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nsettings = { verdict = \"allow\" }\n",
     );
     let b = Bundle::load(&engine, dir.path(), &LoadOptions::default()).unwrap();
-    let input = Input::from_json(r#"{"x": 1}"#).unwrap();
     assert_eq!(
         b.evaluate_sequential(&input).unwrap().verdict,
         Verdict::Allow,
-        "alone, it fits"
+        "beside the warm instance, it fits"
     );
     let holder = std::thread::spawn({
         let input = input.clone();

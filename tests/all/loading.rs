@@ -1,6 +1,6 @@
 //! Loading refuses anything that is not a `rulebox:rule@0.1.0` rule, and says why.
 
-use rulebox::{ErrorKind, EvalError, LimitsOverride, LoadError, Rule};
+use rulebox::{Engine, EngineConfig, ErrorKind, EvalError, Input, LimitsOverride, LoadError, Rule};
 use rulebox_tests::{engine, guest, guest_bytes};
 
 #[test]
@@ -37,10 +37,77 @@ fn a_component_of_another_world_names_what_it_exports() {
     assert_eq!(incompatible.kind(), ErrorKind::IncompatibleComponent);
 }
 
+/// Refused before anything is compiled (nothing reaches the compiled-component cache),
+/// naming the import and what to change.
 #[test]
-fn an_unexpected_import_is_named() {
-    let err = engine().load(&guest_bytes("foreign_import")).unwrap_err();
-    assert_eq!(err, LoadError::UnexpectedImport("acme:evil/exfil".into()));
+fn an_unexpected_import_is_named_before_compiling() {
+    let cache = tempfile::tempdir().unwrap();
+    let engine = Engine::new(EngineConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let err = engine.load(&guest_bytes("foreign_import")).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::UnexpectedImport { import, .. } if import == "acme:evil/exfil"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("drop the import"), "{err}");
+    assert_eq!(
+        engine.artifact_stats().compiled,
+        0,
+        "compiled before refusing"
+    );
+    // Files other than the cache's key (made when the engine starts).
+    fn files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .map(|e| match e.path() {
+                    p if p.is_dir() => files(&p),
+                    p if p.file_name().is_some_and(|n| n == "key") => 0,
+                    _ => 1,
+                })
+                .sum()
+        })
+    }
+    assert_eq!(
+        files(cache.path()),
+        0,
+        "wrote to the compiled cache before refusing"
+    );
+}
+
+/// A component whose instance creates more core instances than the pool reserves per rule
+/// is refused at load, naming the setting to raise, instead of getting fewer concurrent
+/// evaluations than configured.
+#[test]
+fn a_component_heavier_than_the_pool_reserves_names_the_setting() {
+    let tight = Engine::new(EngineConfig {
+        core_instances_per_rule: 1,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let err = tight.load(&guest_bytes("amount_limit")).unwrap_err();
+    let LoadError::TooManyCoreInstances { needs, limit } = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(limit, 1);
+    assert!(needs > 1, "{needs}");
+    assert!(err.to_string().contains("core_instances_per_rule"), "{err}");
+    // Exactly enough is enough.
+    let fits = Engine::new(EngineConfig {
+        core_instances_per_rule: needs,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let pre = fits.load(&guest_bytes("amount_limit")).unwrap();
+    let rule = Rule::builder("amount", pre)
+        .reads(["order.amount"])
+        .build()
+        .unwrap();
+    let eval = rule.evaluate(&Input::from_json(r#"{"order": {"amount": 5}}"#).unwrap());
+    assert!(eval.result.is_ok(), "{:?}", eval.result);
 }
 
 #[test]
