@@ -271,6 +271,33 @@ fn bench_reports_cost() {
     assert!(median > 0 && median <= out["p99_ns"].as_u64().unwrap());
     assert!(out["fuel"].as_u64().unwrap() > 0);
     assert_eq!(out["outcome"], "deny");
+    assert_eq!(out["read_clock"], 0);
+    assert!(out["uncacheable"].is_null(), "{out}");
+
+    // A rule that reads the clock on every call is told why it would never be cached.
+    let (code, out, err) = rulebox(
+        &[
+            "bench",
+            "--rule",
+            &guest("fixture_echo"),
+            "--input",
+            &order(),
+            "--settings",
+            r#"{"read_clock": true}"#,
+            "--iterations",
+            "20",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out["read_clock"], 22, "20 timed and 2 warm-up evaluations");
+    let why = out["uncacheable"].as_str().unwrap();
+    assert!(
+        why.contains("22 of 22")
+            && why.contains("never cached")
+            && why.contains("--disable clocks"),
+        "{why}"
+    );
 }
 
 fn payments() -> String {

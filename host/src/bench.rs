@@ -31,6 +31,12 @@ pub struct BenchReport {
     pub memory_peak_bytes: u64,
     /// The last evaluation's verdict or error kind.
     pub outcome: Outcome,
+    /// Evaluations (of all run, warm-up included) that read a clock: their results are
+    /// never cached.
+    pub read_clock: usize,
+    /// What keeps this rule's results out of the cache, with what to change; `None` when
+    /// nothing the rule does.
+    pub uncacheable: Option<String>,
 }
 
 /// How an evaluation ended: a verdict or an error kind.
@@ -48,8 +54,9 @@ impl Rule {
     /// many, and reports the time distribution and the last evaluation's cost.
     pub fn bench(&self, input: &Input, iterations: usize) -> BenchReport {
         let n = iterations.max(1);
+        let mut read_clock = 0;
         for _ in 0..n.div_ceil(10) {
-            self.evaluate(input);
+            read_clock += usize::from(self.evaluate(input).read_clock);
         }
         let mut times = Vec::with_capacity(n);
         let mut last = None;
@@ -57,6 +64,7 @@ impl Rule {
             let t = Instant::now();
             let e = self.evaluate(input);
             times.push(t.elapsed().as_nanos() as u64);
+            read_clock += usize::from(e.read_clock);
             last = Some(e);
         }
         let last = last.expect("at least one iteration");
@@ -75,6 +83,14 @@ impl Rule {
                 Ok(d) => Outcome::Verdict(d.verdict),
                 Err(e) => Outcome::Error(e.kind()),
             },
+            read_clock,
+            uncacheable: (read_clock > 0).then(|| {
+                format!(
+                    "{read_clock} of {} evaluations read a clock: {}",
+                    n + n.div_ceil(10),
+                    crate::cache::CLOCK_HINT
+                )
+            }),
         }
     }
 }

@@ -23,6 +23,8 @@ mod policy;
 pub use l2::L2Stats;
 pub use policy::{CachePolicy, CacheStrategy};
 
+/// Why a rule that reads a clock is never cached, and what to do about it.
+pub(crate) const CLOCK_HINT: &str = "a result that depends on the time cannot be reused, so a rule that reads a clock (wall or monotonic) is never cached. Pass the time in the input instead; a JavaScript rule built by jco reads one on every call unless built with `--disable clocks`";
 use crate::rule::Rule;
 use entry::{CountEvictions, L1, Weigh};
 use key::{RuleIdentity, l2_pattern, rule_prefix};
@@ -380,6 +382,11 @@ pub struct RuleCacheStats {
     pub hit_rate: f64,
     /// Results not stored: limit errors, traps, clock reads, over `max_entry_bytes`.
     pub not_stored: u64,
+    /// Of `not_stored`: results of evaluations that read a clock.
+    pub not_stored_clock: u64,
+    /// Why this rule's results are not being cached, with what to change, when it is
+    /// something the rule does (reading a clock).
+    pub hint: Option<String>,
     /// Current TTL in milliseconds.
     pub ttl_ms: u64,
     /// Whether lookups currently go to L1 / L2 (the adaptive strategy turns them off).

@@ -216,6 +216,24 @@ fn limit_errors_traps_and_clock_readers_are_never_cached() {
         .map(|r| r.not_stored)
         .sum();
     assert_eq!(not_stored, 2 + 2 + 2);
+    // Only the clock reader is told it is the rule's doing, and what to change.
+    for r in stats
+        .rules
+        .iter()
+        .filter(|r| ["slow2", "panics", "clock"].contains(&r.bundle.as_str()))
+    {
+        if r.bundle == "clock" {
+            assert_eq!(r.not_stored_clock, 2);
+            let hint = r.hint.as_deref().unwrap();
+            assert!(
+                hint.starts_with("2 of 2 evaluations read a clock")
+                    && hint.contains("--disable clocks"),
+                "{hint}"
+            );
+        } else {
+            assert_eq!((r.not_stored_clock, &r.hint), (0, &None), "{}", r.bundle);
+        }
+    }
 }
 
 #[test]

@@ -18,6 +18,8 @@ pub(crate) struct RuleStats {
     pub l2_hits: AtomicU64,
     pub misses: AtomicU64,
     pub not_stored: AtomicU64,
+    /// Of `not_stored`: evaluations that read a clock.
+    pub read_clock: AtomicU64,
 }
 
 /// One bundle rule's cache state.
@@ -73,6 +75,8 @@ impl RuleCache {
             misses,
             hit_rate: rate(hits + l2_hits, misses),
             not_stored: self.stats.not_stored.load(Ordering::Relaxed),
+            not_stored_clock: self.stats.read_clock.load(Ordering::Relaxed),
+            hint: clock_hint(self.stats.read_clock.load(Ordering::Relaxed), misses),
             ttl_ms: self.ttl_ms.load(Ordering::Relaxed),
             using_l1: self.use_l1.load(Ordering::Relaxed),
             using_l2: self.use_l2.load(Ordering::Relaxed),
@@ -149,6 +153,15 @@ impl RuleCache {
             }
             None => {
                 self.stats.not_stored.fetch_add(1, Ordering::Relaxed);
+                if eval.read_clock && self.stats.read_clock.fetch_add(1, Ordering::Relaxed) == 0 {
+                    // Once per rule: the stats carry it from then on.
+                    tracing::warn!(
+                        bundle = %self.bundle,
+                        rule = %self.rule,
+                        "{}",
+                        crate::cache::CLOCK_HINT
+                    );
+                }
             }
         }
         self.observe(&cache, false, lookup, l2_cost, Some(eval_cost));
@@ -250,4 +263,15 @@ fn served(rule: &Rule, stored: &Stored, start: Instant) -> Evaluation {
         cached: true,
         read_clock: false,
     }
+}
+
+/// [`crate::cache::CLOCK_HINT`] when any evaluation that missed the cache read a clock
+/// (`clock_reads` of `misses`).
+fn clock_hint(clock_reads: u64, misses: u64) -> Option<String> {
+    (clock_reads > 0).then(|| {
+        format!(
+            "{clock_reads} of {misses} evaluations read a clock and were not cached: {}",
+            crate::cache::CLOCK_HINT
+        )
+    })
 }
