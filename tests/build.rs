@@ -16,6 +16,7 @@ fn main() {
         "plugins/build.sh",
         "sdk/src",
         "sdk/Cargo.toml",
+        "sdk/python",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
@@ -47,6 +48,20 @@ fn main() {
         "RULEBOX_TOOLS",
         "XDG_CACHE_HOME",
         "CI",
+        // For the Python rules' tools (pip) and a pyenv-managed python3.
+        "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "PIP_CERT",
+        "PIP_FIND_LINKS",
+        "PIP_DEFAULT_TIMEOUT",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "PYENV_ROOT",
+        "PYENV_VERSION",
     ] {
         if let Some(v) = std::env::var_os(var) {
             cmd.env(var, v);

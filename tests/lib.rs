@@ -42,6 +42,15 @@ pub fn lean_guest_path(name: &str) -> PathBuf {
     )
 }
 
+/// A Python rule built by `plugins/build.sh` from `plugins/python/NAME/`.
+pub fn python_guest_path(name: &str) -> PathBuf {
+    built(
+        PathBuf::from(env!("RULEBOX_PLUGIN_DIR"))
+            .join("../../python")
+            .join(format!("{name}.wasm")),
+    )
+}
+
 fn built(path: PathBuf) -> PathBuf {
     assert!(
         path.exists(),

@@ -121,9 +121,9 @@ pub struct EngineConfig {
     /// Evaluations beyond this fail fast instead of allocating. Default 128.
     pub max_instances: u32,
     /// Core-module instances reserved per rule instance in the pool (`max_instances` times
-    /// this many in all). A Rust rule uses a handful; components from other languages may use
-    /// more. When a rule needs more than are free, its evaluation ends as `overloaded`.
-    /// Between 1 and 64; default 8.
+    /// this many in all). A Rust rule uses 2-4, a Python one (componentize-py 0.25) 14. A
+    /// component that needs more than this is refused at load, before compiling, naming
+    /// this setting. Between 1 and 64; default 16.
     pub core_instances_per_rule: u32,
     /// Evaluations running at once, engine-wide; more wait for a slot (in no guaranteed
     /// order), so a burst queues instead of slicing the CPUs so thin that every rule runs
@@ -164,7 +164,7 @@ impl Default for EngineConfig {
                 output_bytes: 16 << 20,
             },
             max_instances: 128,
-            core_instances_per_rule: 8,
+            core_instances_per_rule: 16,
             // Within the default max_instances, on any machine.
             max_concurrent_evaluations: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())

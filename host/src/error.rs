@@ -206,7 +206,7 @@ pub enum LoadError {
     /// One instance of the component creates more core instances than the engine's pool
     /// reserves per rule; found before compiling.
     #[error(
-        "component creates {needs} core instances per evaluation, more than the engine reserves per rule ({limit}): raise `core_instances_per_rule` (EngineConfig; [engine] in the server's config) to at least {needs}"
+        "component creates {needs} core instances per evaluation, more than the engine reserves per rule ({limit}): raise `EngineConfig::core_instances_per_rule` to at least {needs}"
     )]
     TooManyCoreInstances {
         /// What one instance of it creates.

@@ -7,6 +7,7 @@ mod examples;
 mod hardening;
 mod hostile;
 mod hotload;
+mod languages;
 mod layout;
 mod lean;
 mod loading;
