@@ -69,3 +69,39 @@ fn the_python_amount_rule_decides_as_the_rust_one() {
         eval.metering
     );
 }
+
+/// Hostile Python is contained like hostile Rust: each attack ends with its own error kind
+/// (or finds nothing), and the rule next to it keeps deciding.
+#[test]
+fn hostile_python_is_contained_with_the_right_error_kind() {
+    let hostile = engine().load_file(python_guest_path("hostile")).unwrap();
+    let with = |what: &str| {
+        Rule::builder("hostile", hostile.clone())
+            .settings(json!({ "do": what }))
+            .build()
+            .unwrap()
+    };
+    let good = amount_rule(guest("amount_limit"), json!({}));
+    let order = json!({"order": {"amount": 20}});
+    let input = Input::from_value(json!({})).unwrap();
+    for (what, kind, says) in [
+        ("loop", None, ""),
+        ("hog", Some(ErrorKind::MemoryLimit), "over its cap"),
+        ("raise", Some(ErrorKind::Trap), "ValueError: told to raise"),
+    ] {
+        let err = with(what).evaluate(&input).result.unwrap_err();
+        match kind {
+            Some(kind) => assert_eq!(err.kind(), kind, "{what}: {err}"),
+            // Fuel or the deadline, whichever this CPU reaches first.
+            None => assert!(err.kind().is_limit(), "{what}: {err}"),
+        }
+        assert!(err.to_string().contains(says), "{what}: {err}");
+        assert!(outcome(&good, &order).starts_with("Allow"), "after {what}");
+    }
+    // No grants: every path it tries is absent, the root included.
+    let probe = with("probe").evaluate(&input).result.unwrap();
+    assert_eq!(probe.reasons.len(), 4, "{:?}", probe.reasons);
+    for reason in &probe.reasons {
+        assert!(reason.ends_with(": FileNotFoundError"), "{reason}");
+    }
+}
