@@ -261,7 +261,8 @@ def export(rule: type) -> Callable:
                 types.Verdict[d.verdict.upper()],
                 None if d.score is None else float(d.score),
                 [str(r) for r in d.reasons],
-                None if d.output is None else json.dumps(d.output, separators=(",", ":")),
+                # Keys sorted, as the Rust SDK (serde_json) writes them: outputs compare alike.
+                None if d.output is None else json.dumps(d.output, separators=(",", ":"), sort_keys=True),
             )
 
     return WitWorld

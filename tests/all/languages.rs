@@ -105,3 +105,101 @@ fn hostile_python_is_contained_with_the_right_error_kind() {
         assert!(reason.ends_with(": FileNotFoundError"), "{reason}");
     }
 }
+
+/// The payments bundle with some or all of its rules swapped for their Python builds, in a
+/// temporary directory: `python` lists the rules (by component file stem) to swap.
+fn payments_with_python(python: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    rulebox_tests::copy_dir(&rulebox_tests::example_bundle("payments"), dir.path());
+    let manifest_path = dir.path().join("bundle.toml");
+    let mut manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    for stem in python {
+        std::fs::copy(
+            python_guest_path(stem),
+            dir.path().join(format!("rules/{stem}_py.wasm")),
+        )
+        .unwrap();
+        let (from, to) = (
+            format!("component = \"rules/{stem}.wasm\""),
+            format!("component = \"rules/{stem}_py.wasm\""),
+        );
+        assert!(manifest.contains(&from), "{from}");
+        manifest = manifest.replace(&from, &to);
+    }
+    std::fs::write(manifest_path, manifest).unwrap();
+    dir
+}
+
+/// Every rule's decision (or error kind) in a bundle result, in order.
+fn decisions(r: &rulebox::BundleResult) -> Vec<String> {
+    r.rules
+        .iter()
+        .map(|e| match &e.result {
+            Ok(d) => format!(
+                "{}: {:?} score={:?} reasons={:?} output={}",
+                e.rule,
+                d.verdict,
+                d.score,
+                d.reasons,
+                d.output.clone().unwrap_or_default()
+            ),
+            Err(err) => format!("{}: error {}", e.rule, err.kind()),
+        })
+        .collect()
+}
+
+/// The payments bundle in Python alone, and mixed (a Python rule depending on a Rust one
+/// and on a Python one), passes the Rust bundle's golden cases and gives, rule by rule, the
+/// Rust bundle's verdicts, scores, reasons and outputs on varied orders.
+#[test]
+fn payments_in_python_and_mixed_decide_as_in_rust() {
+    let rust = rulebox::Bundle::load(
+        engine(),
+        &rulebox_tests::example_bundle("payments"),
+        &rulebox::LoadOptions::default(),
+    )
+    .unwrap();
+    let python_dir = payments_with_python(&["amount_limit", "sanctions_check", "risk_score"]);
+    let mixed_dir = payments_with_python(&["amount_limit", "risk_score"]);
+    let rt = rulebox_tests::rt();
+    let mut orders = Vec::new();
+    for (amount, currency, country, beneficiary, age, verified, items) in [
+        (80.0, "EUR", "DE", None, 900, true, 0),
+        (7250.0, "EUR", "DE", None, 12, false, 0),
+        (10.0, "EUR", "IR", None, 900, true, 0),
+        (20.0, "EUR", "DE", Some("kp"), 900, true, 25),
+        (12000.0, "USD", "FR", None, 400, true, 0),
+        (300.5, "JPY", "US", Some("NL"), 3, false, 0),
+        (2500.0, "GBP", "GB", None, 20, false, 30),
+    ] {
+        let mut doc = json!({
+            "order": {"amount": amount, "currency": currency, "items": vec![1; items]},
+            "customer": {"country": country, "age_days": age, "verified": verified},
+        });
+        if let Some(b) = beneficiary {
+            doc["payment"] = json!({"beneficiary_country": b});
+        }
+        orders.push(Input::from_value(doc).unwrap());
+    }
+    // Bad input reaches every language as the same error kind.
+    orders.push(Input::from_value(json!({"order": {"amount": "lots"}})).unwrap());
+    for dir in [&python_dir, &mixed_dir] {
+        let bundle =
+            rulebox::Bundle::load(engine(), dir.path(), &rulebox::LoadOptions::default()).unwrap();
+        let report = rt.block_on(bundle.run_tests());
+        assert_eq!((report.cases.len(), report.failed()), (6, 0), "{report:?}");
+        for order in &orders {
+            let (want, got) = (
+                rust.evaluate_sequential(order).unwrap(),
+                bundle.evaluate_sequential(order).unwrap(),
+            );
+            assert_eq!(decisions(&got), decisions(&want));
+            assert_eq!(got.verdict, want.verdict);
+            // A failed rule's reason carries its SDK's own wording of the error (the kind,
+            // compared above, is the contract); decisions' reasons are the same words.
+            if want.errors().is_empty() {
+                assert_eq!(got.reasons, want.reasons);
+            }
+        }
+    }
+}
