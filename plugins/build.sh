@@ -4,8 +4,9 @@
 # and the rules that need no WASI (see lean_crates) also as lean components, built for
 # wasm32-unknown-unknown, which import nothing but rulebox:rule:
 #   plugins/target/wasm32-unknown-unknown/release/<crate>.wasm
-# and the Python rules in python/*/ (sdk/python/build.sh):
-#   plugins/target/python/<name>.wasm
+# and the Python rules in python/*/ (sdk/python/build.sh) and JavaScript ones in js/*/
+# (sdk/js/build.sh):
+#   plugins/target/python/<name>.wasm, plugins/target/js/<name>.wasm
 #
 # Uses rustup's wasm32-wasip2 target when it is installed; otherwise the offline route:
 # Debian's rustc-web + rust-web-src with -Zbuild-std, lld-19 and wasi-libc, and
@@ -61,16 +62,18 @@ assemble_bundles() {
   say "example bundles in $out"
 }
 
-# Python rules: each python/NAME/app.py to target/python/NAME.wasm (componentize-py, which
-# sdk/python/build.sh installs into $tools/python the first time), rebuilt only when the
-# rule, the Python SDK or the WIT changed: a build takes ~12 s.
-build_python() {
-  local sdk="$here/../sdk/python" out="$here/target/python"
-  for dir in "$here"/python/*/; do
-    [ -f "$dir/app.py" ] || continue
+# Rules in other languages: each LANG/NAME/ that has ENTRY (python: app.py, js: rule.js) to
+# target/LANG/NAME.wasm through sdk/LANG/build.sh (componentize-py; esbuild and jco), which
+# installs its tools into $tools/LANG the first time. Rebuilt only when the rule, its kit or
+# the WIT changed: a build takes 10-20 s.
+build_kit() {
+  local lang="$1" entry="$2"
+  local sdk="$here/../sdk/$lang" out="$here/target/$lang"
+  for dir in "$here/$lang"/*/; do
+    [ -f "$dir/$entry" ] || continue
     local name; name="$(basename "$dir")"
     local wasm="$out/$name.wasm"
-    if [ -f "$wasm" ] && [ -z "$(find "$dir" "$sdk/rulebox_rule.py" "$here/../wit" -newer "$wasm" -name '*.py' -o -newer "$wasm" -name '*.wit' | head -1)" ]; then
+    if [ -f "$wasm" ] && [ -z "$(find "$dir" "$sdk" "$here/../wit" -type f -newer "$wasm" | head -1)" ]; then
       continue
     fi
     RULEBOX_TOOLS="$tools" bash "$sdk/build.sh" "$dir" "$wasm"
@@ -102,7 +105,8 @@ if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | 
     say "lean builds skipped (they need rustup's wasm32-unknown-unknown target, wasm-ld and"
     say "$tools/bin/wasm-component-ld); the example bundles use the wasip2 builds"
   fi
-  build_python
+  build_kit python app.py
+  build_kit js rule.js
   assemble_bundles
   exit 0
 fi
@@ -144,5 +148,6 @@ PATH="$tools/bin:$PATH" RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc \
   "$@"
 say "building the lean rules (${lean_crates[*]}) for wasm32-unknown-unknown"
 RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc build_lean /usr/bin/wasm-ld-19 -Zbuild-std=std,panic_abort
-build_python
+build_kit python app.py
+build_kit js rule.js
 assemble_bundles

@@ -17,6 +17,7 @@ fn main() {
         "sdk/src",
         "sdk/Cargo.toml",
         "sdk/python",
+        "sdk/js",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
@@ -62,6 +63,9 @@ fn main() {
         "no_proxy",
         "PYENV_ROOT",
         "PYENV_VERSION",
+        // npm (the JavaScript rules' tools).
+        "NPM_CONFIG_REGISTRY",
+        "npm_config_registry",
     ] {
         if let Some(v) = std::env::var_os(var) {
             cmd.env(var, v);

@@ -51,6 +51,15 @@ pub fn python_guest_path(name: &str) -> PathBuf {
     )
 }
 
+/// A JavaScript rule built by `plugins/build.sh` from `plugins/js/NAME/`.
+pub fn js_guest_path(name: &str) -> PathBuf {
+    built(
+        PathBuf::from(env!("RULEBOX_PLUGIN_DIR"))
+            .join("../../js")
+            .join(format!("{name}.wasm")),
+    )
+}
+
 fn built(path: PathBuf) -> PathBuf {
     assert!(
         path.exists(),

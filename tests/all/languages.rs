@@ -1,12 +1,14 @@
-//! Rules written in other languages than Rust (`plugins/python/*`, built by
-//! `sdk/python/build.sh`): they load, decide exactly as the Rust example they mirror, and
-//! their failures reach the caller with the right kind.
+//! Rules written in other languages than Rust (`plugins/python/*` and `plugins/js/*`, built
+//! by `sdk/python/build.sh` and `sdk/js/build.sh`): they load, decide exactly as the Rust
+//! example they mirror, and their failures reach the caller with the right kind.
 
 use rulebox::{ErrorKind, Input, Rule, RulePre};
-use rulebox_tests::{engine, guest, python_guest_path};
+use rulebox_tests::{engine, guest, js_guest_path, python_guest_path};
 use serde_json::json;
 
-/// What a caller sees of an evaluation: the decision's parts, or the error's kind.
+/// What a caller sees of an evaluation: the decision's parts, or the error's kind. Output
+/// numbers are compared as numbers: JSON does not tell 7250 from 7250.0, and JavaScript
+/// cannot write the second.
 fn outcome(rule: &Rule, input: &serde_json::Value) -> String {
     let eval = rule.evaluate(&Input::from_value(input.clone()).unwrap());
     match eval.result {
@@ -15,9 +17,20 @@ fn outcome(rule: &Rule, input: &serde_json::Value) -> String {
             d.verdict,
             d.score,
             d.reasons,
-            d.output.unwrap_or_default()
+            as_floats(d.output.unwrap_or_default())
         ),
         Err(e) => format!("error {}", e.kind()),
+    }
+}
+
+/// `v` with every number as a float.
+fn as_floats(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => n.as_f64().map_or(Value::Null, |f| json!(f)),
+        Value::Array(a) => Value::Array(a.into_iter().map(as_floats).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, as_floats(v))).collect()),
+        other => other,
     }
 }
 
@@ -31,12 +44,22 @@ fn amount_rule(pre: RulePre, settings: serde_json::Value) -> Rule {
 
 #[test]
 fn the_python_amount_rule_decides_as_the_rust_one() {
-    let python = engine()
-        .load_file(python_guest_path("amount_limit"))
-        .unwrap();
+    amount_rule_decides_as_the_rust_one(python_guest_path("amount_limit"));
+}
+
+#[test]
+fn the_javascript_amount_rule_decides_as_the_rust_one() {
+    let path = js_guest_path("amount_limit");
+    amount_rule_decides_as_the_rust_one(path.clone());
+    // Built with every WASI feature off: it imports nothing but rulebox:rule.
+    assert!(!engine().load_file(path).unwrap().imports_wasi());
+}
+
+fn amount_rule_decides_as_the_rust_one(path: std::path::PathBuf) {
+    let pre = engine().load_file(path).unwrap();
     let settings = json!({"max": 10000, "review_above": 5000, "currencies": ["EUR", "USD"]});
     let (py, rs) = (
-        amount_rule(python.clone(), settings.clone()),
+        amount_rule(pre.clone(), settings.clone()),
         amount_rule(guest("amount_limit"), settings),
     );
     let inputs = [
@@ -57,7 +80,7 @@ fn the_python_amount_rule_decides_as_the_rust_one() {
     assert_eq!(outcome(&py, &inputs[6]), "error invalid-input");
 
     // Its own errors carry its message; bad settings are the rule's `failed`.
-    let bad = amount_rule(python, json!({"maxx": 1}));
+    let bad = amount_rule(pre, json!({"maxx": 1}));
     let eval = bad.evaluate(&Input::from_value(inputs[0].clone()).unwrap());
     let err = eval.result.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Failed);
@@ -68,6 +91,35 @@ fn the_python_amount_rule_decides_as_the_rust_one() {
         "{:?}",
         eval.metering
     );
+}
+
+/// Hostile JavaScript is contained like hostile Rust: each attack ends with its own error
+/// kind, a thrown error's message reaches the caller, and the rule next to it keeps deciding.
+#[test]
+fn hostile_javascript_is_contained_with_the_right_error_kind() {
+    let hostile = engine().load_file(js_guest_path("hostile")).unwrap();
+    let good = amount_rule(guest("amount_limit"), json!({}));
+    let order = json!({"order": {"amount": 20}});
+    for (what, kind, says) in [
+        ("loop", None, ""),
+        ("hog", Some(ErrorKind::MemoryLimit), "over its cap"),
+        ("throw", Some(ErrorKind::Trap), "RangeError: told to throw"),
+    ] {
+        let rule = Rule::builder("hostile", hostile.clone())
+            .settings(json!({ "do": what }))
+            .build()
+            .unwrap();
+        let err = rule
+            .evaluate(&Input::from_value(json!({})).unwrap())
+            .result
+            .unwrap_err();
+        match kind {
+            Some(kind) => assert_eq!(err.kind(), kind, "{what}: {err}"),
+            None => assert!(err.kind().is_limit(), "{what}: {err}"),
+        }
+        assert!(err.to_string().contains(says), "{what}: {err}");
+        assert!(outcome(&good, &order).starts_with("Allow"), "after {what}");
+    }
 }
 
 /// Hostile Python is contained like hostile Rust: each attack ends with its own error kind
