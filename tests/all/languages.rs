@@ -158,22 +158,18 @@ fn hostile_python_is_contained_with_the_right_error_kind() {
     }
 }
 
-/// The payments bundle with some or all of its rules swapped for their Python builds, in a
-/// temporary directory: `python` lists the rules (by component file stem) to swap.
-fn payments_with_python(python: &[&str]) -> tempfile::TempDir {
+/// The payments bundle with some or all of its rules swapped for builds in other languages,
+/// in a temporary directory: `swaps` lists (component file stem, the build's path).
+fn payments_with(swaps: &[(&str, std::path::PathBuf)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     rulebox_tests::copy_dir(&rulebox_tests::example_bundle("payments"), dir.path());
     let manifest_path = dir.path().join("bundle.toml");
     let mut manifest = std::fs::read_to_string(&manifest_path).unwrap();
-    for stem in python {
-        std::fs::copy(
-            python_guest_path(stem),
-            dir.path().join(format!("rules/{stem}_py.wasm")),
-        )
-        .unwrap();
+    for (stem, build) in swaps {
+        std::fs::copy(build, dir.path().join(format!("rules/{stem}_swapped.wasm"))).unwrap();
         let (from, to) = (
             format!("component = \"rules/{stem}.wasm\""),
-            format!("component = \"rules/{stem}_py.wasm\""),
+            format!("component = \"rules/{stem}_swapped.wasm\""),
         );
         assert!(manifest.contains(&from), "{from}");
         manifest = manifest.replace(&from, &to);
@@ -193,16 +189,17 @@ fn decisions(r: &rulebox::BundleResult) -> Vec<String> {
                 d.verdict,
                 d.score,
                 d.reasons,
-                d.output.clone().unwrap_or_default()
+                as_floats(d.output.clone().unwrap_or_default())
             ),
             Err(err) => format!("{}: error {}", e.rule, err.kind()),
         })
         .collect()
 }
 
-/// The payments bundle in Python alone, and mixed (a Python rule depending on a Rust one
-/// and on a Python one), passes the Rust bundle's golden cases and gives, rule by rule, the
-/// Rust bundle's verdicts, scores, reasons and outputs on varied orders.
+/// The payments bundle in Python alone, mixed (a Python rule depending on a Rust one and on
+/// a Python one), and in three languages (a JavaScript rule weighing a Python one and a Rust
+/// one), passes the Rust bundle's golden cases and gives, rule by rule, the Rust bundle's
+/// verdicts, scores, reasons and outputs on varied orders.
 #[test]
 fn payments_in_python_and_mixed_decide_as_in_rust() {
     let rust = rulebox::Bundle::load(
@@ -211,8 +208,13 @@ fn payments_in_python_and_mixed_decide_as_in_rust() {
         &rulebox::LoadOptions::default(),
     )
     .unwrap();
-    let python_dir = payments_with_python(&["amount_limit", "sanctions_check", "risk_score"]);
-    let mixed_dir = payments_with_python(&["amount_limit", "risk_score"]);
+    let py = |stem: &'static str| (stem, python_guest_path(stem));
+    let python_dir = payments_with(&[py("amount_limit"), py("sanctions_check"), py("risk_score")]);
+    let mixed_dir = payments_with(&[py("amount_limit"), py("risk_score")]);
+    let three_dir = payments_with(&[
+        py("amount_limit"),
+        ("risk_score", js_guest_path("risk_score")),
+    ]);
     let rt = rulebox_tests::rt();
     let mut orders = Vec::new();
     for (amount, currency, country, beneficiary, age, verified, items) in [
@@ -235,7 +237,7 @@ fn payments_in_python_and_mixed_decide_as_in_rust() {
     }
     // Bad input reaches every language as the same error kind.
     orders.push(Input::from_value(json!({"order": {"amount": "lots"}})).unwrap());
-    for dir in [&python_dir, &mixed_dir] {
+    for dir in [&python_dir, &mixed_dir, &three_dir] {
         let bundle =
             rulebox::Bundle::load(engine(), dir.path(), &rulebox::LoadOptions::default()).unwrap();
         let report = rt.block_on(bundle.run_tests());
