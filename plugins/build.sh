@@ -50,13 +50,22 @@ assemble_bundles() {
     rm -rf "${out:?}/$name"
     mkdir -p "$out/$name/rules"
     cp -r "$src"/. "$out/$name/"
-    # The lean builds where there are any (see lean_crates); sanctions reads its list
-    # through WASI.
-    for crate in amount_limit sanctions_check risk_score; do
-      local wasm="$built/$crate.wasm"
-      $lean_built && [ -f "$here/target/wasm32-unknown-unknown/release/$crate.wasm" ] &&
-        wasm="$here/target/wasm32-unknown-unknown/release/$crate.wasm"
-      cp "$wasm" "$out/$name/rules/"
+    # Each component the manifest names: rules/python/X.wasm and rules/js/X.wasm from those
+    # kits' builds, rules/X.wasm from the Rust crate X (its lean build where there is one, see
+    # lean_crates; sanctions reads its list through WASI).
+    local component
+    for component in $(sed -n 's/^component = "rules\/\(.*\)\.wasm"$/\1/p' "$src/bundle.toml"); do
+      local wasm
+      case "$component" in
+        python/* | js/*) wasm="$here/target/$component.wasm" ;;
+        *)
+          wasm="$built/$component.wasm"
+          $lean_built && [ -f "$here/target/wasm32-unknown-unknown/release/$component.wasm" ] &&
+            wasm="$here/target/wasm32-unknown-unknown/release/$component.wasm"
+          ;;
+      esac
+      mkdir -p "$out/$name/rules/$(dirname "$component")"
+      cp "$wasm" "$out/$name/rules/$component.wasm"
     done
   done
   say "example bundles in $out"

@@ -257,3 +257,14 @@ fn payments_in_python_and_mixed_decide_as_in_rust() {
         }
     }
 }
+
+/// The shipped Python example bundle (`plugins/examples/bundles/payments-python`, assembled by
+/// `plugins/build.sh`) loads and passes its golden cases, the Rust bundle's.
+#[test]
+fn the_python_example_bundle_passes_its_golden_cases() {
+    let dir = rulebox_tests::example_bundle("payments-python");
+    let bundle = rulebox::Bundle::load(engine(), &dir, &rulebox::LoadOptions::default()).unwrap();
+    assert_eq!(bundle.name(), "payments-python");
+    let report = rulebox_tests::rt().block_on(bundle.run_tests());
+    assert_eq!((report.cases.len(), report.failed()), (6, 0), "{report:?}");
+}
