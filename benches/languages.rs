@@ -1,5 +1,5 @@
 //! The same rule (the example amount limit) built from Rust (lean and wasip2), Python and
-//! JavaScript: what each costs to compile, to evaluate in a fresh instance, and to answer
+//! JavaScript (StarlingMonkey and QuickJS): what each costs to compile, to evaluate in a fresh instance, and to answer
 //! from the result cache, in one run, with ratios to the lean Rust build.
 //!
 //! Run: `cargo bench -p rulebox-benches --bench languages` (prints a table). Env
@@ -21,7 +21,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
-    let rules: [(&str, PathBuf); 4] = [
+    let rules: [(&str, PathBuf); 5] = [
         (
             "Rust (lean)",
             rulebox_tests::lean_guest_path("amount_limit"),
@@ -34,6 +34,10 @@ fn main() {
         (
             "JavaScript (StarlingMonkey)",
             rulebox_tests::js_guest_path("amount_limit"),
+        ),
+        (
+            "JavaScript (QuickJS)",
+            rulebox_tests::js_guest_path("amount_limit.qjs"),
         ),
     ];
     let input = Input::from_json(r#"{"order": {"amount": 7250, "currency": "EUR"}}"#).unwrap();

@@ -86,6 +86,10 @@ build_kit() {
       continue
     fi
     RULEBOX_TOOLS="$tools" bash "$sdk/build.sh" "$dir" "$wasm"
+    # JavaScript rules are built on QuickJS too (NAME.qjs.wasm; ~1 s).
+    if [ "$lang" = js ]; then
+      RULEBOX_TOOLS="$tools" bash "$sdk/build.sh" --quickjs "$dir" "$out/$name.qjs.wasm"
+    fi
   done
 }
 

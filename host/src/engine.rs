@@ -308,10 +308,14 @@ impl Engine {
             {
                 Some(Arc::from(bytes))
             }
+            // Another toolchain's export of the same name (componentize-js's QuickJS backend
+            // exports `init(shim, script, entry-path, disable-gc)`, which it already ran at
+            // build time): not rulebox's pre-initialization, so it is not called.
             Some(_) => {
-                return Err(LoadError::MissingExport(
-                    "its `init` export is not `func(settings: string) -> result<_, string>`".into(),
-                ));
+                tracing::warn!(
+                    "the component's `init` export is not rulebox's `func(settings: string) -> result<_, string>`: it is not called, and the rule loads without pre-initialization"
+                );
+                None
             }
         };
         // Checked against the sandbox before compiling (`inspect`).

@@ -3,6 +3,10 @@
 # rule class) and optionally `*.test.js` (node's test runner).
 #
 #   sdk/js/build.sh RULE_DIR OUT.wasm    build the component (esbuild + jco componentize)
+#   sdk/js/build.sh --quickjs RULE_DIR OUT.wasm
+#                                        the same on the QuickJS engine instead of
+#                                        StarlingMonkey: a tenth of the size and ~8x cheaper
+#                                        per evaluation, for plain ES2023 rule logic
 #   sdk/js/build.sh --test RULE_DIR...   run the rules' unit tests natively (node --test)
 #
 # Installs what it needs the first time, from npm, into
@@ -61,7 +65,14 @@ if [ "${1:-}" = "--test" ]; then
   exit 0
 fi
 
-[ $# -eq 2 ] || { say "usage: $0 RULE_DIR OUT.wasm  |  $0 --test RULE_DIR..."; exit 2; }
+# StarlingMonkey with every WASI feature disabled, or QuickJS with WASI stubbed out (calls
+# trap): either way the component imports nothing but rulebox:rule.
+engine_flags=(--disable all)
+if [ "${1:-}" = "--quickjs" ]; then
+  shift
+  engine_flags=(--backend quickjs --backend-qjs-disable-async --backend-qjs-stub-wasi)
+fi
+[ $# -eq 2 ] || { say "usage: $0 [--quickjs] RULE_DIR OUT.wasm  |  $0 --test RULE_DIR..."; exit 2; }
 dir="$(cd "$1" && pwd)"
 out="$2"
 [ -f "$dir/rule.js" ] || { say "$dir has no rule.js (export default class MyRule { evaluate(req) {...} })"; exit 1; }
@@ -79,6 +90,6 @@ JS
   --external:'rulebox:rule/*' --outfile="$work/bundle.js"
 mkdir -p "$(dirname "$out")"
 (cd "$prefix" && ./node_modules/.bin/jco componentize "$work/bundle.js" --wit "$wit" \
-  --world-name rulebox:rule/rule@0.1.0 --disable all -o "$work/rule.wasm" >/dev/null)
+  --world-name rulebox:rule/rule@0.1.0 "${engine_flags[@]}" -o "$work/rule.wasm" >/dev/null)
 mv "$work/rule.wasm" "$out"
 say "built $out ($(($(stat -c %s "$out") / 1024)) KiB)"

@@ -55,6 +55,15 @@ fn the_javascript_amount_rule_decides_as_the_rust_one() {
     assert!(!engine().load_file(path).unwrap().imports_wasi());
 }
 
+/// On QuickJS the component also exports an `init` of its own (componentize-js ran it at
+/// build time): it loads, without rulebox's pre-initialization, and decides the same.
+#[test]
+fn the_quickjs_amount_rule_decides_as_the_rust_one() {
+    let path = js_guest_path("amount_limit.qjs");
+    amount_rule_decides_as_the_rust_one(path.clone());
+    assert!(!engine().load_file(path).unwrap().imports_wasi());
+}
+
 fn amount_rule_decides_as_the_rust_one(path: std::path::PathBuf) {
     let pre = engine().load_file(path).unwrap();
     let settings = json!({"max": 10000, "review_above": 5000, "currencies": ["EUR", "USD"]});
@@ -97,7 +106,12 @@ fn amount_rule_decides_as_the_rust_one(path: std::path::PathBuf) {
 /// kind, a thrown error's message reaches the caller, and the rule next to it keeps deciding.
 #[test]
 fn hostile_javascript_is_contained_with_the_right_error_kind() {
-    let hostile = engine().load_file(js_guest_path("hostile")).unwrap();
+    hostile_javascript_is_contained(js_guest_path("hostile"));
+    hostile_javascript_is_contained(js_guest_path("hostile.qjs"));
+}
+
+fn hostile_javascript_is_contained(path: std::path::PathBuf) {
+    let hostile = engine().load_file(path).unwrap();
     let good = amount_rule(guest("amount_limit"), json!({}));
     let order = json!({"order": {"amount": 20}});
     for (what, kind, says) in [
@@ -107,6 +121,12 @@ fn hostile_javascript_is_contained_with_the_right_error_kind() {
     ] {
         let rule = Rule::builder("hostile", hostile.clone())
             .settings(json!({ "do": what }))
+            // Time enough that the hog meets the memory cap first, also on a loaded host
+            // (touching 64 MiB takes tens of milliseconds of CPU).
+            .limits(rulebox::LimitsOverride {
+                timeout_ms: Some(5000),
+                ..Default::default()
+            })
             .build()
             .unwrap();
         let err = rule
@@ -130,6 +150,12 @@ fn hostile_python_is_contained_with_the_right_error_kind() {
     let with = |what: &str| {
         Rule::builder("hostile", hostile.clone())
             .settings(json!({ "do": what }))
+            // Time enough that the hog meets the memory cap first, also on a loaded host
+            // (touching 64 MiB takes tens of milliseconds of CPU).
+            .limits(rulebox::LimitsOverride {
+                timeout_ms: Some(5000),
+                ..Default::default()
+            })
             .build()
             .unwrap()
     };
