@@ -82,7 +82,10 @@ build_kit() {
     [ -f "$dir/$entry" ] || continue
     local name; name="$(basename "$dir")"
     local wasm="$out/$name.wasm"
-    if [ -f "$wasm" ] && [ -z "$(find "$dir" "$sdk" "$here/../wit" -type f -newer "$wasm" | head -1)" ]; then
+    # Up to date when the last output made (for JS, the QuickJS build) is newer than all inputs.
+    local last="$wasm"
+    [ "$lang" = js ] && last="$out/$name.qjs.wasm"
+    if [ -f "$last" ] && [ -z "$(find "$dir" "$sdk" "$here/../wit" -type f -newer "$last" | head -1)" ]; then
       continue
     fi
     RULEBOX_TOOLS="$tools" bash "$sdk/build.sh" "$dir" "$wasm"

@@ -54,8 +54,9 @@ impl Rule {
     /// many, and reports the time distribution and the last evaluation's cost.
     pub fn bench(&self, input: &Input, iterations: usize) -> BenchReport {
         let n = iterations.max(1);
+        let warm_up = n.div_ceil(10);
         let mut read_clock = 0;
-        for _ in 0..n.div_ceil(10) {
+        for _ in 0..warm_up {
             read_clock += usize::from(self.evaluate(input).read_clock);
         }
         let mut times = Vec::with_capacity(n);
@@ -87,7 +88,7 @@ impl Rule {
             uncacheable: (read_clock > 0).then(|| {
                 format!(
                     "{read_clock} of {} evaluations read a clock: {}",
-                    n + n.div_ceil(10),
+                    n + warm_up,
                     crate::cache::CLOCK_HINT
                 )
             }),

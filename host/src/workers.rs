@@ -135,9 +135,9 @@ impl Helpers {
     {
         let shared = Arc::new(Shared {
             next: AtomicUsize::new(0),
-            finished_count: AtomicUsize::new(0),
-            done: Mutex::new((0, (0..n).map(|_| None).collect())),
-            finished: Condvar::new(),
+            finished: AtomicUsize::new(0),
+            results: Mutex::new((0..n).map(|_| None).collect()),
+            all_done: Condvar::new(),
             n,
             work,
         });
@@ -152,17 +152,19 @@ impl Helpers {
         // The last items may still be running on a helper: check for a while before
         // sleeping, since a wake-up costs more than a short rule.
         let spin_until = Instant::now() + SPIN;
-        while shared.finished_count.load(Ordering::Acquire) < n && Instant::now() < spin_until {
+        while shared.finished.load(Ordering::Acquire) < n && Instant::now() < spin_until {
             std::hint::spin_loop();
         }
-        let mut done = shared.done.lock().unwrap_or_else(|e| e.into_inner());
-        while done.0 < n {
-            done = shared
-                .finished
-                .wait(done)
+        // `finished` only grows under the results' lock, so checking it there cannot miss
+        // the last item's wake-up.
+        let mut results = shared.results.lock().unwrap_or_else(|e| e.into_inner());
+        while shared.finished.load(Ordering::Acquire) < n {
+            results = shared
+                .all_done
+                .wait(results)
                 .unwrap_or_else(|e| e.into_inner());
         }
-        std::mem::take(&mut done.1)
+        std::mem::take(&mut *results)
     }
 }
 
@@ -176,11 +178,11 @@ impl Drop for Helpers {
 
 struct Shared<T, F> {
     next: AtomicUsize,
-    /// Items done, readable without the lock (for the caller's spin).
-    finished_count: AtomicUsize,
-    /// Items done, and their results.
-    done: Mutex<(usize, Vec<Option<T>>)>,
-    finished: Condvar,
+    /// Items done; raised under `results`' lock, read without it by the caller's spin.
+    finished: AtomicUsize,
+    /// Each item's result, `None` until done (and for one that panicked).
+    results: Mutex<Vec<Option<T>>>,
+    all_done: Condvar,
     n: usize,
     work: F,
 }
@@ -195,14 +197,12 @@ impl<T, F: Fn(usize) -> T> Shared<T, F> {
             }
             // A panicking item (a host bug) must not leave the caller waiting forever.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.work)(i)));
-            let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-            done.0 += 1;
+            let mut results = self.results.lock().unwrap_or_else(|e| e.into_inner());
             if let Ok(r) = result {
-                done.1[i] = Some(r);
+                results[i] = Some(r);
             }
-            self.finished_count.store(done.0, Ordering::Release);
-            if done.0 == self.n {
-                self.finished.notify_all();
+            if self.finished.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
+                self.all_done.notify_all();
             }
         }
     }

@@ -102,34 +102,27 @@ fn amount_rule_decides_as_the_rust_one(path: std::path::PathBuf) {
     );
 }
 
-/// Hostile JavaScript is contained like hostile Rust: each attack ends with its own error
-/// kind, a thrown error's message reaches the caller, and the rule next to it keeps deciding.
-#[test]
-fn hostile_javascript_is_contained_with_the_right_error_kind() {
-    hostile_javascript_is_contained(js_guest_path("hostile"));
-    hostile_javascript_is_contained(js_guest_path("hostile.qjs"));
+/// A hostile rule told to `do` one attack, with time enough that a hog meets the memory
+/// cap first, also on a loaded host (touching 64 MiB takes tens of milliseconds of CPU).
+fn attack(hostile: &RulePre, what: &str) -> Rule {
+    Rule::builder("hostile", hostile.clone())
+        .settings(json!({ "do": what }))
+        .limits(rulebox::LimitsOverride {
+            timeout_ms: Some(5000),
+            ..Default::default()
+        })
+        .build()
+        .unwrap()
 }
 
-fn hostile_javascript_is_contained(path: std::path::PathBuf) {
-    let hostile = engine().load_file(path).unwrap();
+/// Each attack ends with its error kind (`None`: a limit, fuel or the deadline, whichever
+/// this CPU reaches first) and a message containing the given text, and a Rust rule
+/// decides after each.
+fn assert_contained(hostile: &RulePre, attacks: &[(&str, Option<ErrorKind>, &str)]) {
     let good = amount_rule(guest("amount_limit"), json!({}));
     let order = json!({"order": {"amount": 20}});
-    for (what, kind, says) in [
-        ("loop", None, ""),
-        ("hog", Some(ErrorKind::MemoryLimit), "over its cap"),
-        ("throw", Some(ErrorKind::Trap), "RangeError: told to throw"),
-    ] {
-        let rule = Rule::builder("hostile", hostile.clone())
-            .settings(json!({ "do": what }))
-            // Time enough that the hog meets the memory cap first, also on a loaded host
-            // (touching 64 MiB takes tens of milliseconds of CPU).
-            .limits(rulebox::LimitsOverride {
-                timeout_ms: Some(5000),
-                ..Default::default()
-            })
-            .build()
-            .unwrap();
-        let err = rule
+    for &(what, kind, says) in attacks {
+        let err = attack(hostile, what)
             .evaluate(&Input::from_value(json!({})).unwrap())
             .result
             .unwrap_err();
@@ -142,42 +135,41 @@ fn hostile_javascript_is_contained(path: std::path::PathBuf) {
     }
 }
 
+/// Hostile JavaScript, on both engines, is contained like hostile Rust: each attack ends
+/// with its own error kind, a thrown error's message reaches the caller, and the rule next
+/// to it keeps deciding.
+#[test]
+fn hostile_javascript_is_contained_with_the_right_error_kind() {
+    for build in ["hostile", "hostile.qjs"] {
+        assert_contained(
+            &engine().load_file(js_guest_path(build)).unwrap(),
+            &[
+                ("loop", None, ""),
+                ("hog", Some(ErrorKind::MemoryLimit), "over its cap"),
+                ("throw", Some(ErrorKind::Trap), "RangeError: told to throw"),
+            ],
+        );
+    }
+}
+
 /// Hostile Python is contained like hostile Rust: each attack ends with its own error kind
 /// (or finds nothing), and the rule next to it keeps deciding.
 #[test]
 fn hostile_python_is_contained_with_the_right_error_kind() {
     let hostile = engine().load_file(python_guest_path("hostile")).unwrap();
-    let with = |what: &str| {
-        Rule::builder("hostile", hostile.clone())
-            .settings(json!({ "do": what }))
-            // Time enough that the hog meets the memory cap first, also on a loaded host
-            // (touching 64 MiB takes tens of milliseconds of CPU).
-            .limits(rulebox::LimitsOverride {
-                timeout_ms: Some(5000),
-                ..Default::default()
-            })
-            .build()
-            .unwrap()
-    };
-    let good = amount_rule(guest("amount_limit"), json!({}));
-    let order = json!({"order": {"amount": 20}});
-    let input = Input::from_value(json!({})).unwrap();
-    for (what, kind, says) in [
-        ("loop", None, ""),
-        ("hog", Some(ErrorKind::MemoryLimit), "over its cap"),
-        ("raise", Some(ErrorKind::Trap), "ValueError: told to raise"),
-    ] {
-        let err = with(what).evaluate(&input).result.unwrap_err();
-        match kind {
-            Some(kind) => assert_eq!(err.kind(), kind, "{what}: {err}"),
-            // Fuel or the deadline, whichever this CPU reaches first.
-            None => assert!(err.kind().is_limit(), "{what}: {err}"),
-        }
-        assert!(err.to_string().contains(says), "{what}: {err}");
-        assert!(outcome(&good, &order).starts_with("Allow"), "after {what}");
-    }
+    assert_contained(
+        &hostile,
+        &[
+            ("loop", None, ""),
+            ("hog", Some(ErrorKind::MemoryLimit), "over its cap"),
+            ("raise", Some(ErrorKind::Trap), "ValueError: told to raise"),
+        ],
+    );
     // No grants: every path it tries is absent, the root included.
-    let probe = with("probe").evaluate(&input).result.unwrap();
+    let probe = attack(&hostile, "probe")
+        .evaluate(&Input::from_value(json!({})).unwrap())
+        .result
+        .unwrap();
     assert_eq!(probe.reasons.len(), 4, "{:?}", probe.reasons);
     for reason in &probe.reasons {
         assert!(reason.ends_with(": FileNotFoundError"), "{reason}");

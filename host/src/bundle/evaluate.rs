@@ -21,10 +21,9 @@ impl Bundle {
     /// Evaluates the bundle: each dependency layer goes to tokio's blocking pool as one
     /// task, whose thread shares the layer's rules with the engine's helper threads
     /// (`concurrency` threads in all) when they are worth it; dependents get their upstream
-    /// decisions. Results found in the in-memory cache are
-    /// served on the calling task without a hop to the blocking pool, and so is a layer whose
-    /// rules recently cost less than [`LoadOptions::inline_below_us`] in all (shared with the
-    /// engine's helper threads when it is worth it).
+    /// decisions. Results found in the in-memory cache are served on the calling task without
+    /// a hop to the blocking pool, and so is a layer whose rules recently cost less than
+    /// [`LoadOptions::inline_below_us`] in all (shared with the helpers when it is worth it).
     ///
     /// [`LoadOptions::inline_below_us`]: crate::LoadOptions::inline_below_us
     ///
@@ -48,11 +47,10 @@ impl Bundle {
             // and only on a multi-thread runtime.
             let multi_thread = tokio::runtime::Handle::try_current()
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            let cost = self.cost_us(&pending);
             let inline = multi_thread
                 && self.inline_below_us > 0
-                && self
-                    .cost_us(&pending)
-                    .is_some_and(|total| total < self.inline_below_us);
+                && cost.is_some_and(|total| total < self.inline_below_us);
             if inline {
                 // Rules that import no WASI (lean ones) never block on the runtime: they
                 // run right here, without `block_in_place`'s hand-off of this worker's
@@ -61,9 +59,9 @@ impl Bundle {
                     .iter()
                     .any(|(i, _)| self.rules[*i].rule.pre().imports_wasi())
                 {
-                    tokio::task::block_in_place(|| self.run_here(pending, input, &mut evals));
+                    tokio::task::block_in_place(|| self.run_here(pending, cost, input, &mut evals));
                 } else {
-                    self.run_here(pending, input, &mut evals);
+                    self.run_here(pending, cost, input, &mut evals);
                 }
                 self.fill_missing(layer, &mut evals);
                 self.check_overload(layer, &evals)?;
@@ -73,10 +71,19 @@ impl Bundle {
             // the layer with the engine's helpers as `evaluate_blocking` does: a hop per
             // rule or per worker would cost about what a rule does, and a pool thread per
             // worker would leave the helpers idle.
+            let share = worth_sharing(pending.len(), cost, self.concurrency);
             let jobs = self.jobs(pending);
             let (input, concurrency) = (input.clone(), self.concurrency);
-            let ran =
-                tokio::task::spawn_blocking(move || run_layer(jobs, &input, concurrency)).await;
+            let ran = tokio::task::spawn_blocking(move || {
+                if share {
+                    share_layer(jobs, &input, concurrency)
+                } else {
+                    jobs.into_iter()
+                        .map(|(i, rule, upstream)| (i, rule.run(&input, &upstream)))
+                        .collect()
+                }
+            })
+            .await;
             // A panicked task (a host bug) loses its rules; they are reported below as
             // failed rather than taking the evaluation down.
             for (i, eval) in ran.unwrap_or_default() {
@@ -101,7 +108,8 @@ impl Bundle {
         let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
         for layer in &self.layers {
             let pending = self.pending(layer, input, &mut evals);
-            self.run_here(pending, input, &mut evals);
+            let cost = self.cost_us(&pending);
+            self.run_here(pending, cost, input, &mut evals);
             self.fill_missing(layer, &mut evals);
             self.check_overload(layer, &evals)?;
         }
@@ -142,24 +150,23 @@ impl Bundle {
             .collect()
     }
 
-    /// Runs one layer's pending rules on this thread: in place, one after another, when
-    /// they are cheap (nothing is cloned or moved for them), else as [`run_layer`] does.
+    /// Runs one layer's pending rules, of recent total cost `cost`, on this thread: one after
+    /// another when they are cheap (nothing is cloned or moved for them), else shared with
+    /// the engine's helper threads ([`share_layer`]).
     fn run_here(
         &self,
         pending: Vec<(usize, Vec<Upstream>)>,
+        cost: Option<u64>,
         input: &Input,
         evals: &mut [Option<Evaluation>],
     ) {
-        if !worth_sharing(pending.len(), self.cost_us(&pending), self.concurrency) {
+        if !worth_sharing(pending.len(), cost, self.concurrency) {
             for (i, upstream) in pending {
-                let rule = &self.rules[i];
-                let eval = rule.evaluate(input, &upstream);
-                rule.note_cost(&eval);
-                evals[i] = Some(eval);
+                evals[i] = Some(self.rules[i].run(input, &upstream));
             }
             return;
         }
-        for (i, eval) in run_layer(self.jobs(pending), input, self.concurrency) {
+        for (i, eval) in share_layer(self.jobs(pending), input, self.concurrency) {
             evals[i] = Some(eval);
         }
     }
@@ -221,9 +228,7 @@ impl Bundle {
         for layer in &self.layers {
             for &i in layer {
                 let upstream = self.upstream_of(i, &evals);
-                let eval = self.rules[i].evaluate(input, &upstream);
-                self.rules[i].note_cost(&eval);
-                evals[i] = Some(eval);
+                evals[i] = Some(self.rules[i].run(input, &upstream));
                 // No verdict can come of it: do not make the rest wait for slots too.
                 self.check_overload(&[i], &evals)?;
             }
@@ -437,38 +442,18 @@ fn worth_sharing(n: usize, cost_us: Option<u64>, concurrency: usize) -> bool {
     n > 1 && concurrency > 1 && cost_us.is_none_or(|us| us >= PARALLEL_FROM_US)
 }
 
-/// Runs one layer's pending rules on this thread: one after another when they are cheap, or
-/// shared with the engine's helper threads (this thread working too, `concurrency` threads
-/// in all) when the layer's recent cost (unknown counts as high) would repay the hand-off.
-/// Returns each rule's index with its evaluation; a rule whose evaluation panicked (a host
-/// bug) is missing.
-fn run_layer(pending: Vec<Job>, input: &Input, concurrency: usize) -> Vec<(usize, Evaluation)> {
-    let cost = pending.iter().try_fold(0u64, |sum, (_, rule, _)| {
-        Some(sum.saturating_add(rule.inline_cost_us()?))
-    });
-    if !worth_sharing(pending.len(), cost, concurrency) {
-        return pending
-            .into_iter()
-            .map(|(i, rule, upstream)| {
-                let eval = rule.evaluate(input, &upstream);
-                rule.note_cost(&eval);
-                (i, eval)
-            })
-            .collect();
-    }
-    let Some(engine) = pending
-        .first()
-        .map(|(_, r, _)| r.rule.pre().engine().clone())
-    else {
+/// Shares one layer's rules between this thread and the engine's helper threads
+/// (`concurrency` threads in all). Returns each rule's index with its evaluation; a rule
+/// whose evaluation panicked (a host bug) is missing.
+fn share_layer(jobs: Vec<Job>, input: &Input, concurrency: usize) -> Vec<(usize, Evaluation)> {
+    let Some(engine) = jobs.first().map(|(_, r, _)| r.rule.pre().engine().clone()) else {
         return Vec::new();
     };
-    let jobs = Arc::new(pending);
+    let jobs = Arc::new(jobs);
     let (shared, input) = (jobs.clone(), input.clone());
     let done = engine.helpers().run(jobs.len(), concurrency - 1, move |k| {
         let (_, rule, upstream) = &shared[k];
-        let eval = rule.evaluate(&input, upstream);
-        rule.note_cost(&eval);
-        eval
+        rule.run(&input, upstream)
     });
     jobs.iter()
         .zip(done)

@@ -204,8 +204,15 @@ impl BundleRule {
         (us != u64::MAX).then_some(us)
     }
 
+    /// [`BundleRule::evaluate`], noting what it cost for choosing where the rule runs next.
+    pub(super) fn run(&self, input: &Input, upstream: &[Upstream]) -> Evaluation {
+        let eval = self.evaluate(input, upstream);
+        self.note_cost(&eval);
+        eval
+    }
+
     /// Notes what an evaluation that ran (not a cache hit) cost.
-    pub(super) fn note_cost(&self, eval: &Evaluation) {
+    fn note_cost(&self, eval: &Evaluation) {
         if eval.cached {
             return;
         }
