@@ -1,4 +1,4 @@
-//! The same rule (the example amount limit) built from Rust (lean and wasip2), Python and
+//! The same rule (the example amount limit) built from Rust (lean and wasip2), C, Python and
 //! JavaScript (StarlingMonkey and QuickJS): what each costs to compile, to evaluate in a fresh instance, and to answer
 //! from the result cache, in one run, with ratios to the lean Rust build.
 //!
@@ -21,12 +21,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
-    let rules: [(&str, PathBuf); 5] = [
+    let rules: [(&str, PathBuf); 6] = [
         (
             "Rust (lean)",
             rulebox_tests::lean_guest_path("amount_limit"),
         ),
         ("Rust (wasip2)", rulebox_tests::guest_path("amount_limit")),
+        ("C", rulebox_tests::c_guest_path("amount_limit")),
         (
             "Python (componentize-py)",
             rulebox_tests::python_guest_path("amount_limit"),

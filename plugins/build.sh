@@ -4,9 +4,9 @@
 # and the rules that need no WASI (see lean_crates) also as lean components, built for
 # wasm32-unknown-unknown, which import nothing but rulebox:rule:
 #   plugins/target/wasm32-unknown-unknown/release/<crate>.wasm
-# and the Python rules in python/*/ (sdk/python/build.sh) and JavaScript ones in js/*/
-# (sdk/js/build.sh):
-#   plugins/target/python/<name>.wasm, plugins/target/js/<name>.wasm
+# and the Python rules in python/*/ (sdk/python/build.sh), JavaScript ones in js/*/
+# (sdk/js/build.sh) and C ones in c/*/ (sdk/c/build.sh):
+#   plugins/target/python/<name>.wasm, plugins/target/js/<name>.wasm, plugins/target/c/<name>.wasm
 #
 # Uses rustup's wasm32-wasip2 target when it is installed; otherwise the offline route:
 # Debian's rustc-web + rust-web-src with -Zbuild-std, lld-19 and wasi-libc, and
@@ -50,14 +50,14 @@ assemble_bundles() {
     rm -rf "${out:?}/$name"
     mkdir -p "$out/$name/rules"
     cp -r "$src"/. "$out/$name/"
-    # Each component the manifest names: rules/python/X.wasm and rules/js/X.wasm from those
+    # Each component the manifest names: rules/{python,js,c}/X.wasm from those
     # kits' builds, rules/X.wasm from the Rust crate X (its lean build where there is one, see
     # lean_crates; sanctions reads its list through WASI).
     local component
     for component in $(sed -n 's/^component = "rules\/\(.*\)\.wasm"$/\1/p' "$src/bundle.toml"); do
       local wasm
       case "$component" in
-        python/* | js/*) wasm="$here/target/$component.wasm" ;;
+        python/* | js/* | c/*) wasm="$here/target/$component.wasm" ;;
         *)
           wasm="$built/$component.wasm"
           $lean_built && [ -f "$here/target/wasm32-unknown-unknown/release/$component.wasm" ] &&
@@ -71,10 +71,10 @@ assemble_bundles() {
   say "example bundles in $out"
 }
 
-# Rules in other languages: each LANG/NAME/ that has ENTRY (python: app.py, js: rule.js) to
-# target/LANG/NAME.wasm through sdk/LANG/build.sh (componentize-py; esbuild and jco), which
-# installs its tools into $tools/LANG the first time. Rebuilt only when the rule, its kit or
-# the WIT changed: a build takes 10-20 s.
+# Rules in other languages: each LANG/NAME/ that has ENTRY (python: app.py, js: rule.js,
+# c: rule.c) to target/LANG/NAME.wasm through sdk/LANG/build.sh (componentize-py; esbuild and
+# jco; clang-19 and wasm-component-ld), which installs its tools the first time. Rebuilt only
+# when the rule, its kit or the WIT changed: a Python or JavaScript build takes 10-20 s.
 build_kit() {
   local lang="$1" entry="$2"
   local sdk="$here/../sdk/$lang" out="$here/target/$lang"
@@ -123,6 +123,7 @@ if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | 
   fi
   build_kit python app.py
   build_kit js rule.js
+build_kit c rule.c
   assemble_bundles
   exit 0
 fi
@@ -166,4 +167,5 @@ say "building the lean rules (${lean_crates[*]}) for wasm32-unknown-unknown"
 RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc build_lean /usr/bin/wasm-ld-19 -Zbuild-std=std,panic_abort
 build_kit python app.py
 build_kit js rule.js
+build_kit c rule.c
 assemble_bundles

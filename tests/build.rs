@@ -18,6 +18,7 @@ fn main() {
         "sdk/Cargo.toml",
         "sdk/python",
         "sdk/js",
+        "sdk/c",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());

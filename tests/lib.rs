@@ -60,6 +60,15 @@ pub fn js_guest_path(name: &str) -> PathBuf {
     )
 }
 
+/// A C rule built by `plugins/build.sh` from `plugins/c/NAME/`.
+pub fn c_guest_path(name: &str) -> PathBuf {
+    built(
+        PathBuf::from(env!("RULEBOX_PLUGIN_DIR"))
+            .join("../../c")
+            .join(format!("{name}.wasm")),
+    )
+}
+
 fn built(path: PathBuf) -> PathBuf {
     assert!(
         path.exists(),

@@ -1,9 +1,9 @@
-//! Rules written in other languages than Rust (`plugins/python/*` and `plugins/js/*`, built
-//! by `sdk/python/build.sh` and `sdk/js/build.sh`): they load, decide exactly as the Rust
-//! example they mirror, and their failures reach the caller with the right kind.
+//! Rules written in other languages than Rust (`plugins/python/*`, `plugins/js/*` and
+//! `plugins/c/*`, built by `sdk/{python,js,c}/build.sh`): they load, decide exactly as the
+//! Rust example they mirror, and their failures reach the caller with the right kind.
 
 use rulebox::{ErrorKind, Input, Rule, RulePre};
-use rulebox_tests::{engine, guest, js_guest_path, python_guest_path};
+use rulebox_tests::{c_guest_path, engine, guest, js_guest_path, python_guest_path};
 use serde_json::json;
 
 /// What a caller sees of an evaluation: the decision's parts, or the error's kind. Output
@@ -64,8 +64,70 @@ fn the_quickjs_amount_rule_decides_as_the_rust_one() {
     assert!(!engine().load_file(path).unwrap().imports_wasi());
 }
 
+/// The C amount rule decides as the Rust one, writes every number as Rust does (the C kit
+/// formats doubles itself: printf would import WASI), imports nothing but rulebox:rule, and,
+/// as the Rust one, refuses bad settings at load, in its `init`.
+#[test]
+fn the_c_amount_rule_decides_as_the_rust_one() {
+    let path = c_guest_path("amount_limit");
+    let pre = engine().load_file(&path).unwrap();
+    assert!(!pre.imports_wasi());
+    let (c, rs) = (
+        amount_rule(pre.clone(), json!({"max": -1})),
+        amount_rule(guest("amount_limit"), json!({"max": -1})),
+    );
+    assert!(c.pre().initialized());
+    // Each amount is over the limit of -1, so the reason writes it: "amount X over limit -1".
+    for amount in [
+        1.0,
+        0.1,
+        0.1 + 0.2,
+        7250.5,
+        12000.0,
+        1e21,
+        1.5e-7,
+        123456789.123,
+        2.0f64.powi(53) + 2.0,
+        5e-324,
+        f64::MAX,
+        1.0 / 3.0,
+        299792.458,
+    ] {
+        let order = json!({"order": {"amount": amount}});
+        assert_eq!(outcome(&c, &order), outcome(&rs, &order), "{amount}");
+        let got = outcome(&c, &order);
+        assert!(got.contains(&format!("amount {amount} over")), "{got}");
+    }
+    let err = Rule::builder("amount", pre.clone())
+        .settings(json!({"maxx": 1}))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("`maxx`"), "{err}");
+    decides_as_the_rust_amount_rule(&pre);
+}
+
+/// An interpreted amount rule decides as the Rust one, fails evaluations on bad settings
+/// (it checks them when it evaluates), and costs what an interpreter costs.
 fn amount_rule_decides_as_the_rust_one(path: std::path::PathBuf) {
     let pre = engine().load_file(path).unwrap();
+    let inputs = decides_as_the_rust_amount_rule(&pre);
+
+    // Its own errors carry its message; bad settings are the rule's `failed`.
+    let bad = amount_rule(pre, json!({"maxx": 1}));
+    let eval = bad.evaluate(&Input::from_value(inputs[0].clone()).unwrap());
+    let err = eval.result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Failed);
+    assert!(err.to_string().contains("`maxx`"), "{err}");
+    // What an interpreted guest costs, bounded by the default limits it ran under.
+    assert!(
+        eval.metering.memory_peak_bytes > 1 << 20,
+        "{:?}",
+        eval.metering
+    );
+}
+
+/// Decides on varied orders as the Rust amount rule does; returns the orders.
+fn decides_as_the_rust_amount_rule(pre: &RulePre) -> Vec<serde_json::Value> {
     let settings = json!({"max": 10000, "review_above": 5000, "currencies": ["EUR", "USD"]});
     let (py, rs) = (
         amount_rule(pre.clone(), settings.clone()),
@@ -87,19 +149,7 @@ fn amount_rule_decides_as_the_rust_one(path: std::path::PathBuf) {
     // A decision, so the comparison above compared something.
     assert!(outcome(&py, &inputs[2]).starts_with("Deny score=Some(1.2)"));
     assert_eq!(outcome(&py, &inputs[6]), "error invalid-input");
-
-    // Its own errors carry its message; bad settings are the rule's `failed`.
-    let bad = amount_rule(pre, json!({"maxx": 1}));
-    let eval = bad.evaluate(&Input::from_value(inputs[0].clone()).unwrap());
-    let err = eval.result.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Failed);
-    assert!(err.to_string().contains("`maxx`"), "{err}");
-    // What an interpreted guest costs, bounded by the default limits it ran under.
-    assert!(
-        eval.metering.memory_peak_bytes > 1 << 20,
-        "{:?}",
-        eval.metering
-    );
+    inputs.to_vec()
 }
 
 /// A hostile rule told to `do` one attack, with time enough that a hog meets the memory
@@ -166,13 +216,43 @@ fn hostile_python_is_contained_with_the_right_error_kind() {
         ],
     );
     // No grants: every path it tries is absent, the root included.
-    let probe = attack(&hostile, "probe")
+    for reason in probe(&hostile) {
+        assert!(reason.ends_with(": FileNotFoundError"), "{reason}");
+    }
+}
+
+/// What a hostile rule's `probe` found: one line per host path it tried (three files and the
+/// root directory).
+fn probe(hostile: &RulePre) -> Vec<String> {
+    let found = attack(hostile, "probe")
         .evaluate(&Input::from_value(json!({})).unwrap())
         .result
-        .unwrap();
-    assert_eq!(probe.reasons.len(), 4, "{:?}", probe.reasons);
-    for reason in &probe.reasons {
-        assert!(reason.ends_with(": FileNotFoundError"), "{reason}");
+        .unwrap()
+        .reasons;
+    assert_eq!(found.len(), 4, "{found:?}");
+    found
+}
+
+/// Hostile C is contained like hostile Rust: a loop meets a limit, a hog the memory cap, an
+/// abort and a write far outside its memory trap, a probe of host files finds nothing, and
+/// the rule next to it keeps deciding.
+#[test]
+fn hostile_c_is_contained_with_the_right_error_kind() {
+    let hostile = engine().load_file(c_guest_path("hostile")).unwrap();
+    assert_contained(
+        &hostile,
+        &[
+            ("loop", None, ""),
+            ("hog", Some(ErrorKind::MemoryLimit), "over its cap"),
+            ("trap", Some(ErrorKind::Trap), ""),
+            ("smash", Some(ErrorKind::Trap), "out of bounds"),
+        ],
+    );
+    for reason in probe(&hostile) {
+        assert!(
+            !reason.contains(": read ") && !reason.ends_with(": listed"),
+            "{reason}"
+        );
     }
 }
 
@@ -214,12 +294,12 @@ fn decisions(r: &rulebox::BundleResult) -> Vec<String> {
         .collect()
 }
 
-/// The payments bundle in Python alone, mixed (a Python rule depending on a Rust one and on
-/// a Python one), and in three languages (a JavaScript rule weighing a Python one and a Rust
-/// one), passes the Rust bundle's golden cases and gives, rule by rule, the Rust bundle's
+/// The payments bundle in Python alone, in C alone, mixed (a Python rule depending on a Rust
+/// one and on a Python one; C beside Rust), in three languages (a JavaScript rule weighing a
+/// Python one and a Rust one) and in four (JavaScript weighing Python and C), passes the Rust bundle's golden cases and gives, rule by rule, the Rust bundle's
 /// verdicts, scores, reasons and outputs on varied orders.
 #[test]
-fn payments_in_python_and_mixed_decide_as_in_rust() {
+fn payments_in_other_languages_and_mixed_decide_as_in_rust() {
     let rust = rulebox::Bundle::load(
         engine(),
         &rulebox_tests::example_bundle("payments"),
@@ -233,6 +313,16 @@ fn payments_in_python_and_mixed_decide_as_in_rust() {
         py("amount_limit"),
         ("risk_score", js_guest_path("risk_score")),
     ]);
+    let c = |stem: &'static str| (stem, c_guest_path(stem));
+    let c_dir = payments_with(&[c("amount_limit"), c("sanctions_check"), c("risk_score")]);
+    // Four languages: C sanctions (loaded once, in its init), a Python amount rule, the
+    // JavaScript risk rule weighing both; and C amount beside Rust sanctions.
+    let four_dir = payments_with(&[
+        c("sanctions_check"),
+        py("amount_limit"),
+        ("risk_score", js_guest_path("risk_score")),
+    ]);
+    let c_rust_dir = payments_with(&[c("amount_limit"), c("risk_score")]);
     let rt = rulebox_tests::rt();
     let mut orders = Vec::new();
     for (amount, currency, country, beneficiary, age, verified, items) in [
@@ -255,7 +345,14 @@ fn payments_in_python_and_mixed_decide_as_in_rust() {
     }
     // Bad input reaches every language as the same error kind.
     orders.push(Input::from_value(json!({"order": {"amount": "lots"}})).unwrap());
-    for dir in [&python_dir, &mixed_dir, &three_dir] {
+    for dir in [
+        &python_dir,
+        &mixed_dir,
+        &three_dir,
+        &c_dir,
+        &four_dir,
+        &c_rust_dir,
+    ] {
         let bundle =
             rulebox::Bundle::load(engine(), dir.path(), &rulebox::LoadOptions::default()).unwrap();
         let report = rt.block_on(bundle.run_tests());
@@ -276,13 +373,16 @@ fn payments_in_python_and_mixed_decide_as_in_rust() {
     }
 }
 
-/// The shipped Python example bundle (`plugins/examples/bundles/payments-python`, assembled by
-/// `plugins/build.sh`) loads and passes its golden cases, the Rust bundle's.
+/// The shipped Python and C example bundles (`plugins/examples/bundles/payments-{python,c}`,
+/// assembled by `plugins/build.sh`) load and pass their golden cases, the Rust bundle's.
 #[test]
-fn the_python_example_bundle_passes_its_golden_cases() {
-    let dir = rulebox_tests::example_bundle("payments-python");
-    let bundle = rulebox::Bundle::load(engine(), &dir, &rulebox::LoadOptions::default()).unwrap();
-    assert_eq!(bundle.name(), "payments-python");
-    let report = rulebox_tests::rt().block_on(bundle.run_tests());
-    assert_eq!((report.cases.len(), report.failed()), (6, 0), "{report:?}");
+fn the_python_and_c_example_bundles_pass_their_golden_cases() {
+    for name in ["payments-python", "payments-c"] {
+        let dir = rulebox_tests::example_bundle(name);
+        let bundle =
+            rulebox::Bundle::load(engine(), &dir, &rulebox::LoadOptions::default()).unwrap();
+        assert_eq!(bundle.name(), name);
+        let report = rulebox_tests::rt().block_on(bundle.run_tests());
+        assert_eq!((report.cases.len(), report.failed()), (6, 0), "{report:?}");
+    }
 }
