@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rulebox::{Bundle, Engine, EngineConfig, Input, LoadOptions, Registry, RegistryConfig};
+use rulebox::{Bundle, Engine, Input, LoadOptions, Registry, RegistryConfig};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -83,7 +83,7 @@ impl AppState {
     /// The engine, result cache and (empty) registry `config` describes.
     pub fn new(config: ServerConfig) -> Result<AppState, String> {
         config.validate()?;
-        let engine = Engine::new(EngineConfig::default()).map_err(|e| e.to_string())?;
+        let engine = Engine::new(config.engine.clone()).map_err(|e| format!("engine.{e}"))?;
         let cache =
             Arc::new(rulebox::ResultCache::new(config.cache.clone()).map_err(|e| e.to_string())?);
         let trusted_keys = config

@@ -38,6 +38,11 @@ pub struct ServerConfig {
     pub alerts: AlertsConfig,
     /// The Prometheus metrics (`GET /metrics`).
     pub metrics: MetricsConfig,
+    /// The engine: default and maximum rule limits, the instance pool (`max_instances`,
+    /// `core_instances_per_rule`: Python rules need 14), concurrency, and `cache_dir` for
+    /// compiled components, which spares a restart recompiling (an interpreted rule takes
+    /// seconds). Default: [`rulebox::EngineConfig::default`].
+    pub engine: rulebox::EngineConfig,
 }
 
 /// The Prometheus metrics.
@@ -543,6 +548,7 @@ impl Default for ServerConfig {
             health: HealthConfig::default(),
             alerts: AlertsConfig::default(),
             metrics: MetricsConfig::default(),
+            engine: rulebox::EngineConfig::default(),
         }
     }
 }
@@ -603,6 +609,7 @@ impl ServerConfig {
     /// Checks what serde cannot: limits in range, token hashes well-formed, and that `prod`
     /// has credentials and no anonymous access.
     pub fn validate(&self) -> Result<(), String> {
+        self.engine.validate().map_err(|e| format!("engine.{e}"))?;
         let l = &self.limits;
         for (key, value, min) in [
             ("limits.max_body_bytes", l.max_body_bytes, 1024),

@@ -593,7 +593,8 @@ fn the_example_config_loads_in_every_profile_and_prod_demands_credentials() {
     let prod = ServerConfig::load(Some(&path), Some("prod")).unwrap();
     assert_eq!((prod.limits.max_batch, prod.auth.tokens.len()), (50, 2));
     assert!(prod.redacted().contains("sha256 = \"<redacted>\""));
-    assert!(!prod.redacted().contains("0000000000"));
+    assert!(!prod.redacted().contains(&"0".repeat(64)));
+    assert_eq!(prod.engine.core_instances_per_rule, 16);
     // Health thresholds per profile: lenient in dev, strict in prod, the file's otherwise.
     let staging = ServerConfig::load(Some(&path), Some("staging")).unwrap();
     let p99 = |c: &ServerConfig| c.health.p99_ms.warning;
@@ -1886,4 +1887,45 @@ fn metrics_can_be_turned_off_without_blinding_health() {
         .map(|r| r["evaluations"].as_u64().unwrap())
         .sum();
     assert_eq!(evaluated, 3, "{h}");
+}
+
+/// `[engine]` in the server's config reaches the engine: a pool sized below what a Python
+/// rule needs refuses the Python bundle naming the setting (the default takes it), compiled
+/// components go to `cache_dir`, and a bad engine value refuses the config, named.
+#[test]
+fn the_engine_section_configures_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("compiled");
+    let file = dir.path().join("rulebox.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[engine]\ncore_instances_per_rule = 4\ncache_dir = {:?}\n",
+            cache.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = ServerConfig::load(Some(&file), None).unwrap();
+    assert_eq!(config.engine.core_instances_per_rule, 4);
+    let api = Api::new(config);
+    let python = example_bundle("payments-python");
+    let err = api
+        .rt
+        .block_on(api.state.registry().load(&python))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("core_instances_per_rule"), "{err}");
+    api.rt
+        .block_on(api.state.registry().load(&example_bundle("payments")))
+        .unwrap();
+    assert!(std::fs::read_dir(&cache).unwrap().next().is_some());
+
+    let api = Api::new(ServerConfig::default());
+    api.rt.block_on(api.state.registry().load(&python)).unwrap();
+
+    std::fs::write(&file, "[engine]\nmax_instances = 0\n").unwrap();
+    let err = ServerConfig::load(Some(&file), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("engine.max_instances"), "{err}");
 }
