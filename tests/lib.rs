@@ -781,3 +781,45 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The payments example in a temporary directory with each `(from, to)` replaced in its
+/// manifest: a candidate revision (`("max = 10000", "max = 8000")`, say).
+pub fn payments_variant(replace: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&example_bundle("payments"), dir.path());
+    let path = dir.path().join("bundle.toml");
+    let mut manifest = std::fs::read_to_string(&path).unwrap();
+    for (from, to) in replace {
+        assert!(
+            manifest.contains(from),
+            "the payments manifest has no `{from}`"
+        );
+        manifest = manifest.replace(from, to);
+    }
+    std::fs::write(path, manifest).unwrap();
+    dir
+}
+
+/// `n` varied payment orders, the same on every call: amounts from 10 to 15,000, three
+/// currencies, customers from several countries (one sanctioned), new and old, verified
+/// or not, some with many items.
+pub fn payment_orders(n: usize) -> Vec<serde_json::Value> {
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move |m: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % m
+    };
+    (0..n)
+        .map(|_| {
+            let amount = 10 + next(15_000);
+            let currency = ["EUR", "USD", "GBP"][next(3) as usize];
+            let country = ["DE", "FR", "NL", "IR", "US"][next(5) as usize];
+            serde_json::json!({
+                "order": {"amount": amount, "currency": currency, "items": vec![1; next(30) as usize]},
+                "customer": {"country": country, "age_days": next(1000), "verified": next(2) == 0},
+            })
+        })
+        .collect()
+}

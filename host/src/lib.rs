@@ -40,6 +40,7 @@
 //! - `bundle`: the bundle format (manifest, files, signatures, packing) and, in private
 //!   submodules, loading, evaluation with combination, and golden cases ([`Bundle`]).
 //! - `registry`: bundles by name, hot-loading, rollback, events, a watched directory.
+//! - `replay`: what a candidate revision would have decided on recorded decisions.
 //! - `cache`: the result cache: policy, key derivation, stored entries, the lookup path, the
 //!   adaptive strategy, the Redis L2 with its breaker.
 //! - `rule`: configured rules and evaluation ([`Rule`], [`Decision`], [`Evaluation`]).
@@ -66,6 +67,7 @@ mod fs;
 mod input;
 mod inspect;
 mod registry;
+pub mod replay;
 mod rule;
 mod sandbox;
 mod workers;

@@ -12,6 +12,7 @@ mod layout;
 mod lean;
 mod loading;
 mod orchestration;
+mod replay;
 mod sandbox;
 mod signing;
 mod warm;

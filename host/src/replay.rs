@@ -1,0 +1,396 @@
+//! Replay: what a candidate bundle revision would have decided on recorded traffic.
+//!
+//! A [`Replay`] takes recorded decisions one at a time ([`Recorded`]: the input as logged,
+//! the pointers the log masked, the recorded verdict and per-rule outcomes and costs),
+//! evaluates the candidate on each, and sums up a [`ReplayReport`]: the transition matrix of
+//! the final verdict and of every rule (`review -> deny`, `allow -> error`, ...), the
+//! decisions that changed with their ids and inputs, the cost difference per rule, and the
+//! decisions that could not be replayed honestly (a candidate rule reads a field the log
+//! masked: its value is gone, and guessing it would report changes that are not real).
+//!
+//! Replay never touches what serves: load the candidate without a result cache (the
+//! default of [`LoadOptions`](crate::LoadOptions)) and nothing is cached, and the report is
+//! the only record of what it decided. Where the records come from (a decision-log file, a
+//! server's API) is the caller's business.
+
+use crate::input::{Input, Reads};
+use crate::{Bundle, BundleResult};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// One recorded decision.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// Its id (the decision log's).
+    pub id: String,
+    /// The input, as logged: masked fields hold a placeholder.
+    pub input: Value,
+    /// JSON pointers (`/customer/name`) of the fields the log masked.
+    pub masked: Vec<String>,
+    /// The final verdict it got (`allow`, `deny`, `review`, `abstain`).
+    pub verdict: String,
+    /// Each rule's outcome.
+    pub rules: Vec<RecordedRule>,
+}
+
+/// One rule's part in a recorded decision.
+#[derive(Clone, Debug, Default)]
+pub struct RecordedRule {
+    /// The rule's name.
+    pub rule: String,
+    /// Its verdict, or `error`.
+    pub outcome: String,
+    /// Fuel it used (0 when served from the cache).
+    pub fuel: u64,
+    /// Wall time, in microseconds.
+    pub wall_us: u64,
+    /// Whether its result came from the cache (then its cost says nothing of the rule).
+    pub cached: bool,
+}
+
+/// How much of the changed decisions a report keeps.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    /// Changed decisions listed in full (input included); the rest are only counted.
+    /// Default 1000.
+    pub max_changes: usize,
+    /// Decisions not replayable listed by id; the rest are only counted. Default 1000.
+    pub max_not_replayable: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            max_changes: 1000,
+            max_not_replayable: 1000,
+        }
+    }
+}
+
+/// A transition matrix: how many went from one outcome to another, unchanged included.
+/// Outcomes are verdicts, `error`, and for rules `absent` (not in the recording, or not in
+/// the candidate).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Transitions(pub BTreeMap<String, BTreeMap<String, u64>>);
+
+impl Transitions {
+    fn add(&mut self, from: &str, to: &str) {
+        *self
+            .0
+            .entry(from.to_owned())
+            .or_default()
+            .entry(to.to_owned())
+            .or_default() += 1;
+    }
+
+    /// How many went from `from` to `to`.
+    pub fn count(&self, from: &str, to: &str) -> u64 {
+        self.0
+            .get(from)
+            .and_then(|m| m.get(to))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How many changed outcome.
+    pub fn changed(&self) -> u64 {
+        self.0
+            .iter()
+            .flat_map(|(from, to)| to.iter().filter(move |(t, _)| *t != from))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Cost of one rule: recorded (evaluations not served from the cache) against the
+/// candidate's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Cost {
+    /// Recorded evaluations that ran (not cached).
+    pub recorded_runs: u64,
+    /// Their mean fuel.
+    pub recorded_fuel: f64,
+    /// Their mean wall time, in microseconds.
+    pub recorded_wall_us: f64,
+    /// The candidate's evaluations.
+    pub candidate_runs: u64,
+    /// Their mean fuel.
+    pub candidate_fuel: f64,
+    /// Their mean wall time, in microseconds.
+    pub candidate_wall_us: f64,
+}
+
+impl Cost {
+    fn record(mean: &mut f64, runs: u64, value: u64) {
+        *mean += (value as f64 - *mean) / runs as f64;
+    }
+}
+
+/// One rule across the replay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RuleReplay {
+    /// Its outcomes, recorded to candidate.
+    pub transitions: Transitions,
+    /// What it cost.
+    pub cost: Cost,
+}
+
+/// A decision the candidate would have made differently.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Change {
+    /// The recorded decision's id.
+    pub id: String,
+    /// Its final verdict, recorded and candidate.
+    pub from: String,
+    /// The candidate's final verdict.
+    pub to: String,
+    /// The rules whose outcome changed: (rule, recorded, candidate).
+    pub rules: Vec<(String, String, String)>,
+    /// The candidate's reasons.
+    pub reasons: Vec<String>,
+    /// The input, as logged.
+    pub input: Value,
+}
+
+/// What a replay found.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ReplayReport {
+    /// The candidate bundle's name.
+    pub bundle: String,
+    /// The candidate's revision.
+    pub revision: String,
+    /// Recorded decisions evaluated on the candidate.
+    pub replayed: u64,
+    /// Of those, how many ended with a different final verdict.
+    pub changed: u64,
+    /// Recorded decisions not replayed: a candidate rule reads a field the log masked.
+    pub not_replayable: u64,
+    /// Recorded decisions the host could not evaluate (overload): neither a verdict nor
+    /// the candidate's fault.
+    pub host_errors: u64,
+    /// The final verdict's transitions.
+    pub verdicts: Transitions,
+    /// Each rule's, by name (rules of both the recording and the candidate).
+    pub rules: BTreeMap<String, RuleReplay>,
+    /// Changed decisions, up to [`ReplayOptions::max_changes`], in replay order.
+    pub changes: Vec<Change>,
+    /// Not replayable: (id, why), up to [`ReplayOptions::max_not_replayable`].
+    pub not_replayable_ids: Vec<(String, String)>,
+}
+
+/// A replay in progress: feed it recorded decisions with [`Replay::add`].
+pub struct Replay<'b> {
+    bundle: &'b Bundle,
+    options: ReplayOptions,
+    report: ReplayReport,
+}
+
+/// Whether a rule reading `path` (dotted) sees the field at JSON pointer `pointer`: one is
+/// inside the other.
+fn overlaps(path: &[String], pointer: &str) -> bool {
+    let masked: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    path.iter().zip(&masked).all(|(a, b)| a == b)
+}
+
+impl<'b> Replay<'b> {
+    /// A replay of recorded decisions on `candidate`.
+    pub fn new(candidate: &'b Bundle, options: ReplayOptions) -> Replay<'b> {
+        Replay {
+            bundle: candidate,
+            options,
+            report: ReplayReport {
+                bundle: candidate.name().to_owned(),
+                revision: candidate.revision().to_owned(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Why `rec` cannot be replayed on the candidate, if it cannot.
+    fn masked_reader(&self, rec: &Recorded) -> Option<String> {
+        for pointer in &rec.masked {
+            for r in self.bundle.rules() {
+                let name = r.rule.name();
+                match r.rule.reads() {
+                    Reads::All => {
+                        return Some(format!(
+                            "rule `{name}` reads the whole input, and `{pointer}` was masked in the log"
+                        ));
+                    }
+                    Reads::Paths(paths) => {
+                        if let Some(p) = paths.iter().find(|p| {
+                            let segments: Vec<String> =
+                                p.as_str().split('.').map(str::to_owned).collect();
+                            overlaps(&segments, pointer)
+                        }) {
+                            return Some(format!(
+                                "rule `{name}` reads `{}`, masked in the log (`{pointer}`)",
+                                p.as_str()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Replays one recorded decision.
+    pub fn add(&mut self, rec: &Recorded) {
+        if let Some(why) = self.masked_reader(rec) {
+            self.report.not_replayable += 1;
+            if self.report.not_replayable_ids.len() < self.options.max_not_replayable {
+                self.report.not_replayable_ids.push((rec.id.clone(), why));
+            }
+            return;
+        }
+        let result = match Input::from_value(rec.input.clone()) {
+            Ok(input) => self.bundle.evaluate_sequential(&input),
+            Err(e) => {
+                self.report.not_replayable += 1;
+                if self.report.not_replayable_ids.len() < self.options.max_not_replayable {
+                    self.report
+                        .not_replayable_ids
+                        .push((rec.id.clone(), format!("input: {e}")));
+                }
+                return;
+            }
+        };
+        let Ok(result) = result else {
+            self.report.host_errors += 1;
+            return;
+        };
+        self.tally(rec, &result);
+    }
+
+    fn tally(&mut self, rec: &Recorded, result: &BundleResult) {
+        let report = &mut self.report;
+        report.replayed += 1;
+        let to = result.verdict.as_str();
+        report.verdicts.add(&rec.verdict, to);
+        let mut changed_rules = Vec::new();
+        for eval in &result.rules {
+            let outcome = match &eval.result {
+                Ok(d) => d.verdict.as_str(),
+                Err(_) => "error",
+            };
+            let recorded = rec.rules.iter().find(|r| r.rule == *eval.rule);
+            let from = recorded.map_or("absent", |r| r.outcome.as_str());
+            let entry = report.rules.entry(eval.rule.to_string()).or_default();
+            entry.transitions.add(from, outcome);
+            let cost = &mut entry.cost;
+            if let Some(r) = recorded.filter(|r| !r.cached) {
+                cost.recorded_runs += 1;
+                Cost::record(&mut cost.recorded_fuel, cost.recorded_runs, r.fuel);
+                Cost::record(&mut cost.recorded_wall_us, cost.recorded_runs, r.wall_us);
+            }
+            cost.candidate_runs += 1;
+            Cost::record(
+                &mut cost.candidate_fuel,
+                cost.candidate_runs,
+                eval.metering.fuel,
+            );
+            Cost::record(
+                &mut cost.candidate_wall_us,
+                cost.candidate_runs,
+                eval.metering.wall_us,
+            );
+            if from != outcome {
+                changed_rules.push((eval.rule.to_string(), from.to_owned(), outcome.to_owned()));
+            }
+        }
+        // Rules the recording has and the candidate dropped.
+        for r in &rec.rules {
+            if result.rule(&r.rule).is_none() {
+                let entry = report.rules.entry(r.rule.clone()).or_default();
+                entry.transitions.add(&r.outcome, "absent");
+                changed_rules.push((r.rule.clone(), r.outcome.clone(), "absent".to_owned()));
+            }
+        }
+        if rec.verdict != to {
+            report.changed += 1;
+            if report.changes.len() < self.options.max_changes {
+                report.changes.push(Change {
+                    id: rec.id.clone(),
+                    from: rec.verdict.clone(),
+                    to: to.to_owned(),
+                    rules: changed_rules,
+                    reasons: result.reasons.clone(),
+                    input: rec.input.clone(),
+                });
+            }
+        }
+    }
+
+    /// The report so far (for progress).
+    pub fn report(&self) -> &ReplayReport {
+        &self.report
+    }
+
+    /// The report.
+    pub fn finish(self) -> ReplayReport {
+        self.report
+    }
+}
+
+impl Recorded {
+    /// What a bundle result records: for building recordings from live evaluations (the
+    /// server's decision log stores the same fields).
+    pub fn from_result(id: impl Into<String>, input: Value, result: &BundleResult) -> Recorded {
+        Recorded {
+            id: id.into(),
+            input,
+            masked: Vec::new(),
+            verdict: result.verdict.as_str().to_owned(),
+            rules: result
+                .rules
+                .iter()
+                .map(|e| RecordedRule {
+                    rule: e.rule.to_string(),
+                    outcome: match &e.result {
+                        Ok(d) => d.verdict.as_str().to_owned(),
+                        Err(_) => "error".to_owned(),
+                    },
+                    fuel: e.metering.fuel,
+                    wall_us: e.metering.wall_us,
+                    cached: e.cached,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_masked_pointer_overlaps_the_paths_that_read_it() {
+        let p = |s: &str| s.split('.').map(str::to_owned).collect::<Vec<_>>();
+        assert!(overlaps(&p("customer.name"), "/customer/name"));
+        assert!(overlaps(&p("customer"), "/customer/name"));
+        assert!(overlaps(&p("customer.name.first"), "/customer/name"));
+        assert!(!overlaps(&p("customer.country"), "/customer/name"));
+        assert!(overlaps(&p("a/b"), "/a~1b"));
+        assert!(!overlaps(&p("order.amount"), "/customer/name"));
+    }
+
+    #[test]
+    fn transitions_count_changes_apart_from_the_unchanged() {
+        let mut t = Transitions::default();
+        t.add("allow", "allow");
+        t.add("review", "deny");
+        t.add("review", "deny");
+        assert_eq!(
+            (t.count("review", "deny"), t.count("allow", "allow")),
+            (2, 1)
+        );
+        assert_eq!(t.changed(), 2);
+    }
+}
