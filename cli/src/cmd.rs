@@ -7,6 +7,7 @@ pub mod cache;
 pub mod config;
 pub mod decisions;
 pub mod eval;
+pub mod replay;
 pub mod serve;
 pub mod test;
 pub mod token;

@@ -58,6 +58,9 @@ enum Command {
     /// Checks a server configuration and prints the effective one, secrets redacted.
     #[command(subcommand)]
     Config(cmd::config::Command),
+    /// Evaluates a candidate bundle on logged decisions (after its golden cases pass) and
+    /// reports what would change: transition matrices, changed decisions, cost per rule.
+    Replay(cmd::replay::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Token(command) => cmd::token::run(command),
         Command::Config(command) => cmd::config::run(command),
         Command::Decisions(command) => cmd::decisions::run(command),
+        Command::Replay(args) => cmd::replay::run(&global, args),
     };
     match result {
         Ok(code) => code,

@@ -908,3 +908,182 @@ fn decisions_lists_shows_aggregates_and_compacts_a_log_file() {
     );
     assert!(!dir.path().join("other.db-wal").exists());
 }
+
+/// A log of the payments example on `orders` at `path`, with `mask` applied to every row.
+fn payments_log(path: &std::path::Path, orders: &[serde_json::Value], mask: Option<&str>) {
+    use rulebox_server::decisions::{DecisionLog, now_ms};
+    let rt = rulebox_tests::rt();
+    rt.block_on(async {
+        let state = rulebox_server::AppState::new(rulebox_server::ServerConfig::default()).unwrap();
+        let loaded = state
+            .registry()
+            .load(&rulebox_tests::example_bundle("payments"))
+            .await
+            .unwrap();
+        let bundle = state.registry().get(&loaded.bundle).unwrap();
+        let mut masks = std::collections::BTreeMap::new();
+        if let Some(pointer) = mask {
+            masks.insert(
+                "payments".to_owned(),
+                vec![rulebox_server::Mask {
+                    pointer: pointer.into(),
+                    action: rulebox_server::MaskAction::Erase,
+                }],
+            );
+        }
+        let log = DecisionLog::open(&rulebox_server::DecisionLogConfig {
+            path: Some(path.to_owned()),
+            mask: masks,
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        let now = now_ms();
+        for (i, order) in orders.iter().enumerate() {
+            let input = rulebox::Input::from_value(order.clone()).unwrap();
+            let result = bundle.evaluate(&input).await.unwrap();
+            log.enqueue(
+                &format!("d{i}"),
+                now - i as u64,
+                &result,
+                input.value(),
+                None,
+                "t",
+            )
+            .unwrap();
+        }
+        while log.stats().written < orders.len() as u64 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    });
+}
+
+/// `rulebox replay`: a candidate that lowers the amount limit, replayed on a logged sample,
+/// reports the transitions the test counts on its own; a candidate failing its golden cases
+/// is refused before anything is replayed; a logged field that was masked and that a rule
+/// reads makes its decisions not replayable.
+#[test]
+fn replay_reports_what_a_candidate_changes_on_logged_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("decisions.db");
+    let orders = rulebox_tests::payment_orders(200);
+    payments_log(&file, &orders, None);
+    let log = file.display().to_string();
+    // Its golden case says the new limit, as a real revision would.
+    let lower = rulebox_tests::payments_variant(&[
+        ("max = 10000", "max = 8000"),
+        ("over limit 10000", "over limit 8000"),
+    ]);
+    let candidate = lower.path().display().to_string();
+    let (code, report, err) = rulebox(
+        &[
+            "replay",
+            "--log-file",
+            &log,
+            "--candidate",
+            &candidate,
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    // Counted here: orders over the new limit and within the old one, which were not
+    // already denied, become denials; nothing else moves.
+    let reader = rulebox_server::decisions::LogReader::open(&file).unwrap();
+    let mut want = std::collections::BTreeMap::<String, u64>::new();
+    for (i, order) in orders.iter().enumerate() {
+        let amount = order["order"]["amount"].as_f64().unwrap();
+        let verdict = reader.get(&format!("d{i}")).unwrap().unwrap()["verdict"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if amount > 8000.0 && amount <= 10000.0 && verdict != "deny" {
+            *want.entry(verdict).or_default() += 1;
+        }
+    }
+    assert!(!want.is_empty());
+    for (from, n) in &want {
+        assert_eq!(report["verdicts"][from]["deny"], *n, "{from}: {report}");
+    }
+    assert_eq!(report["replayed"], 200);
+    assert_eq!(report["changed"], want.values().sum::<u64>());
+    assert_eq!(
+        report["changes"].as_array().unwrap().len() as u64,
+        want.values().sum::<u64>()
+    );
+
+    // The table, with a sample and a verdict filter.
+    let out = Command::new(env!("CARGO_BIN_EXE_rulebox"))
+        .args([
+            "replay",
+            "--log-file",
+            &log,
+            "--candidate",
+            &candidate,
+            "--limit",
+            "50",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains(": 50 replayed,"), "{table}");
+    assert!(
+        table.contains("final verdict (recorded -> candidate)"),
+        "{table}"
+    );
+    assert!(table.contains("rule amount-limit: fuel"), "{table}");
+
+    // A candidate whose golden cases fail is refused: nothing replayed.
+    let broken = rulebox_tests::payments_variant(&[("max = 10000", "max = 50")]);
+    let (code, out, err) = rulebox(
+        &[
+            "replay",
+            "--log-file",
+            &log,
+            "--candidate",
+            &broken.path().display().to_string(),
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!((code, out), (1, serde_json::Value::Null));
+    assert!(
+        err.contains("golden cases failed; nothing replayed"),
+        "{err}"
+    );
+
+    // Masked countries: the sanctions rule reads them, so no decision can be replayed.
+    let masked = dir.path().join("masked.db");
+    payments_log(&masked, &orders[..5], Some("/customer/country"));
+    let (code, report, err) = rulebox(
+        &[
+            "replay",
+            "--log-file",
+            &masked.display().to_string(),
+            "--candidate",
+            &candidate,
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (
+            report["replayed"].as_u64(),
+            report["not_replayable"].as_u64()
+        ),
+        (Some(0), Some(5))
+    );
+    assert!(
+        report["not_replayable_ids"][0][1]
+            .as_str()
+            .unwrap()
+            .contains("customer.country"),
+        "{report}"
+    );
+}

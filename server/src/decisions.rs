@@ -820,6 +820,75 @@ pub fn parse_interval(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("`{s}` is not a duration (5m, 1h): {e}"))
 }
 
+/// A logged decision (a row as [`LogReader::query`] returns it) as a replay takes it; `None`
+/// for a row that lacks what a replay needs.
+pub fn recorded(row: &Value) -> Option<rulebox::replay::Recorded> {
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    Some(rulebox::replay::Recorded {
+        id: text(&row["decision_id"])?,
+        input: row.get("input").filter(|v| v.is_object())?.clone(),
+        masked: row["masked"]
+            .as_array()
+            .map(|a| a.iter().filter_map(text).collect())
+            .unwrap_or_default(),
+        verdict: text(&row["verdict"])?,
+        rules: row["rules"]
+            .as_array()?
+            .iter()
+            .map(|r| {
+                Some(rulebox::replay::RecordedRule {
+                    rule: text(&r["rule"])?,
+                    outcome: text(&r["verdict"])?,
+                    fuel: r["fuel"].as_u64().unwrap_or(0),
+                    wall_us: r["wall_us"].as_u64().unwrap_or(0),
+                    cached: r["cached"].as_bool().unwrap_or(false),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?,
+    })
+}
+
+/// Reads the decisions `filter` selects, newest first, page by page (at most `limit` in
+/// all), handing each to `each` as a replay's record; rows that cannot be replayed are
+/// counted and skipped. Returns (handed, skipped).
+pub fn for_each_recorded(
+    reader: &LogReader,
+    filter: &Filter,
+    limit: usize,
+    mut each: impl FnMut(&rulebox::replay::Recorded),
+) -> Result<(u64, u64), String> {
+    let (mut handed, mut skipped) = (0u64, 0u64);
+    let mut page = Filter {
+        bundle: filter.bundle.clone(),
+        verdict: filter.verdict.clone(),
+        rule: filter.rule.clone(),
+        error_kind: filter.error_kind.clone(),
+        since_ms: filter.since_ms,
+        until_ms: filter.until_ms,
+        cursor: filter.cursor,
+        limit: 0,
+        scope: filter.scope.clone(),
+    };
+    while (handed + skipped) < limit as u64 {
+        page.limit = (limit - (handed + skipped) as usize).min(500);
+        let (rows, next) = reader.query(&page)?;
+        for row in &rows {
+            match recorded(row) {
+                Some(rec) => {
+                    each(&rec);
+                    handed += 1;
+                }
+                None => skipped += 1,
+            }
+        }
+        match next {
+            Some(cursor) => page.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    Ok((handed, skipped))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_time;

@@ -85,6 +85,7 @@ pub struct LogArg {
     file: PathBuf,
 }
 
+/// A time range (`--since`, `--until`), shared with `rulebox replay`.
 #[derive(clap::Args)]
 pub struct Range {
     /// From: ms since the epoch, RFC 3339, or a duration ago (15m, 2h, 7d).
@@ -96,7 +97,8 @@ pub struct Range {
 }
 
 impl Range {
-    fn resolve(&self) -> Result<(Option<u64>, Option<u64>)> {
+    /// The range in ms since the epoch.
+    pub fn resolve(&self) -> Result<(Option<u64>, Option<u64>)> {
         let now = now_ms();
         let at = |name: &str, v: &Option<String>| {
             v.as_deref()
