@@ -35,36 +35,30 @@ pub fn guest_path(name: &str) -> PathBuf {
 /// The lean build of a guest (`wasm32-unknown-unknown`: no WASI imports), for the rules
 /// `plugins/build.sh` builds lean.
 pub fn lean_guest_path(name: &str) -> PathBuf {
-    built(
-        PathBuf::from(env!("RULEBOX_PLUGIN_DIR"))
-            .join("../../wasm32-unknown-unknown/release")
-            .join(format!("{name}.wasm")),
-    )
+    built_under("wasm32-unknown-unknown/release", name)
 }
 
 /// A Python rule built by `plugins/build.sh` from `plugins/python/NAME/`.
 pub fn python_guest_path(name: &str) -> PathBuf {
-    built(
-        PathBuf::from(env!("RULEBOX_PLUGIN_DIR"))
-            .join("../../python")
-            .join(format!("{name}.wasm")),
-    )
+    built_under("python", name)
 }
 
 /// A JavaScript rule built by `plugins/build.sh` from `plugins/js/NAME/`.
 pub fn js_guest_path(name: &str) -> PathBuf {
-    built(
-        PathBuf::from(env!("RULEBOX_PLUGIN_DIR"))
-            .join("../../js")
-            .join(format!("{name}.wasm")),
-    )
+    built_under("js", name)
 }
 
 /// A C rule built by `plugins/build.sh` from `plugins/c/NAME/`.
 pub fn c_guest_path(name: &str) -> PathBuf {
+    built_under("c", name)
+}
+
+/// `plugins/target/DIR/NAME.wasm`, built.
+fn built_under(dir: &str, name: &str) -> PathBuf {
     built(
         PathBuf::from(env!("RULEBOX_PLUGIN_DIR"))
-            .join("../../c")
+            .join("../..")
+            .join(dir)
             .join(format!("{name}.wasm")),
     )
 }

@@ -245,6 +245,11 @@ impl FactPath {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// The path's keys, in order.
+    pub(crate) fn segments(&self) -> &[String] {
+        &self.segments
+    }
 }
 
 /// What part of the input a rule is handed.

@@ -187,15 +187,19 @@ pub struct Replay<'b> {
     report: ReplayReport,
 }
 
-/// Whether a rule reading `path` (dotted) sees the field at JSON pointer `pointer`: one is
-/// inside the other.
-fn overlaps(path: &[String], pointer: &str) -> bool {
-    let masked: Vec<String> = pointer
+/// The keys of a JSON pointer (`/a~1b/c` is `a/b`, `c`).
+fn pointer_keys(pointer: &str) -> Vec<String> {
+    pointer
         .split('/')
         .skip(1)
         .map(|s| s.replace("~1", "/").replace("~0", "~"))
-        .collect();
-    path.iter().zip(&masked).all(|(a, b)| a == b)
+        .collect()
+}
+
+/// Whether a rule reading the path `keys` sees the masked field at `masked`: one is inside
+/// the other.
+fn overlaps(keys: &[String], masked: &[String]) -> bool {
+    keys.iter().zip(masked).all(|(a, b)| a == b)
 }
 
 impl<'b> Replay<'b> {
@@ -215,58 +219,47 @@ impl<'b> Replay<'b> {
     /// Why `rec` cannot be replayed on the candidate, if it cannot.
     fn masked_reader(&self, rec: &Recorded) -> Option<String> {
         for pointer in &rec.masked {
+            let masked = pointer_keys(pointer);
             for r in self.bundle.rules() {
                 let name = r.rule.name();
-                match r.rule.reads() {
-                    Reads::All => {
-                        return Some(format!(
-                            "rule `{name}` reads the whole input, and `{pointer}` was masked in the log"
-                        ));
-                    }
+                let read = match r.rule.reads() {
+                    Reads::All => "the whole input".to_owned(),
                     Reads::Paths(paths) => {
-                        if let Some(p) = paths.iter().find(|p| {
-                            let segments: Vec<String> =
-                                p.as_str().split('.').map(str::to_owned).collect();
-                            overlaps(&segments, pointer)
-                        }) {
-                            return Some(format!(
-                                "rule `{name}` reads `{}`, masked in the log (`{pointer}`)",
-                                p.as_str()
-                            ));
+                        match paths.iter().find(|p| overlaps(p.segments(), &masked)) {
+                            Some(p) => format!("`{}`", p.as_str()),
+                            None => continue,
                         }
                     }
-                }
+                };
+                return Some(format!(
+                    "rule `{name}` reads {read}, and the log masked `{pointer}`"
+                ));
             }
         }
         None
     }
 
+    /// Counts `rec` as not replayable, for `why`.
+    fn skip(&mut self, rec: &Recorded, why: String) {
+        self.report.not_replayable += 1;
+        if self.report.not_replayable_ids.len() < self.options.max_not_replayable {
+            self.report.not_replayable_ids.push((rec.id.clone(), why));
+        }
+    }
+
     /// Replays one recorded decision.
     pub fn add(&mut self, rec: &Recorded) {
         if let Some(why) = self.masked_reader(rec) {
-            self.report.not_replayable += 1;
-            if self.report.not_replayable_ids.len() < self.options.max_not_replayable {
-                self.report.not_replayable_ids.push((rec.id.clone(), why));
-            }
-            return;
+            return self.skip(rec, why);
         }
-        let result = match Input::from_value(rec.input.clone()) {
-            Ok(input) => self.bundle.evaluate_sequential(&input),
-            Err(e) => {
-                self.report.not_replayable += 1;
-                if self.report.not_replayable_ids.len() < self.options.max_not_replayable {
-                    self.report
-                        .not_replayable_ids
-                        .push((rec.id.clone(), format!("input: {e}")));
-                }
-                return;
-            }
+        let input = match Input::from_value(rec.input.clone()) {
+            Ok(input) => input,
+            Err(e) => return self.skip(rec, format!("input: {e}")),
         };
-        let Ok(result) = result else {
-            self.report.host_errors += 1;
-            return;
-        };
-        self.tally(rec, &result);
+        match self.bundle.evaluate_sequential(&input) {
+            Ok(result) => self.tally(rec, &result),
+            Err(_) => self.report.host_errors += 1,
+        }
     }
 
     fn tally(&mut self, rec: &Recorded, result: &BundleResult) {
@@ -373,12 +366,13 @@ mod tests {
     #[test]
     fn a_masked_pointer_overlaps_the_paths_that_read_it() {
         let p = |s: &str| s.split('.').map(str::to_owned).collect::<Vec<_>>();
-        assert!(overlaps(&p("customer.name"), "/customer/name"));
-        assert!(overlaps(&p("customer"), "/customer/name"));
-        assert!(overlaps(&p("customer.name.first"), "/customer/name"));
-        assert!(!overlaps(&p("customer.country"), "/customer/name"));
-        assert!(overlaps(&p("a/b"), "/a~1b"));
-        assert!(!overlaps(&p("order.amount"), "/customer/name"));
+        let name = pointer_keys("/customer/name");
+        assert!(overlaps(&p("customer.name"), &name));
+        assert!(overlaps(&p("customer"), &name));
+        assert!(overlaps(&p("customer.name.first"), &name));
+        assert!(!overlaps(&p("customer.country"), &name));
+        assert!(overlaps(&p("a/b"), &pointer_keys("/a~1b")));
+        assert!(!overlaps(&p("order.amount"), &name));
     }
 
     #[test]

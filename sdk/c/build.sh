@@ -42,22 +42,17 @@ ensure_packages() {
   fi
 }
 
-# cargo install NAME VERSION BINARY: into $tools unless that version is there.
+# cargo install NAME VERSION BINARY: into $tools unless that version is there (both tools
+# print "NAME VERSION" for --version; plugins/build.sh installs the same wasm-component-ld).
 ensure_crate() {
   local crate="$1" version="$2" bin="$3"
-  if [ -x "$tools/bin/$bin" ] && [ -f "$tools/$crate.version" ] &&
-    [ "$(cat "$tools/$crate.version")" = "$version" ]; then
-    return
-  fi
-  # A binary without a version record (installed by plugins/build.sh) is trusted as is.
-  if [ -x "$tools/bin/$bin" ] && [ ! -f "$tools/$crate.version" ] && [ "$crate" = wasm-component-ld ]; then
+  if [ -x "$tools/bin/$bin" ] && "$tools/bin/$bin" --version 2>/dev/null | grep -q " $version\$"; then
     return
   fi
   command -v cargo >/dev/null || { say "cargo is missing: it installs $crate (rustup.rs)"; exit 1; }
   say "installing $crate $version into $tools (once; about 2 minutes on 2 cores)"
   cargo install -q "$crate@$version" --locked --root "$tools" >&2 ||
     { say "cargo could not install $crate $version from crates.io"; exit 1; }
-  echo "$version" >"$tools/$crate.version"
 }
 
 # Bindings for sdk/c/wit/kit.wit (rulebox:rule's `rule` and `init` in one world) into $1.

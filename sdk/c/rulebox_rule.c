@@ -168,9 +168,13 @@ bool exports_kit_evaluate(kit_request_t *request, kit_decision_t *ret, kit_rule_
     rule_evaluate(&cx);
     bool ok = false;
     if (cx.error_kind >= 0) {
-        err->tag = cx.error_kind == 0 ? RULEBOX_RULE_TYPES_RULE_ERROR_INVALID_INPUT
-                                      : RULEBOX_RULE_TYPES_RULE_ERROR_FAILED;
-        to_kit_string(&err->val.failed, cx.error);
+        if (cx.error_kind == 0) {
+            err->tag = RULEBOX_RULE_TYPES_RULE_ERROR_INVALID_INPUT;
+            to_kit_string(&err->val.invalid_input, cx.error);
+        } else {
+            err->tag = RULEBOX_RULE_TYPES_RULE_ERROR_FAILED;
+            to_kit_string(&err->val.failed, cx.error);
+        }
     } else if (cx.verdict < 0) {
         err->tag = RULEBOX_RULE_TYPES_RULE_ERROR_FAILED;
         to_kit_string(&err->val.failed,

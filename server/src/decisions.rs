@@ -591,7 +591,7 @@ fn scope_clause(
 }
 
 /// What `GET /v1/decisions` asks for.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Filter {
     /// Only this bundle.
     pub bundle: Option<String>,
@@ -858,17 +858,7 @@ pub fn for_each_recorded(
     mut each: impl FnMut(&rulebox::replay::Recorded),
 ) -> Result<(u64, u64), String> {
     let (mut handed, mut skipped) = (0u64, 0u64);
-    let mut page = Filter {
-        bundle: filter.bundle.clone(),
-        verdict: filter.verdict.clone(),
-        rule: filter.rule.clone(),
-        error_kind: filter.error_kind.clone(),
-        since_ms: filter.since_ms,
-        until_ms: filter.until_ms,
-        cursor: filter.cursor,
-        limit: 0,
-        scope: filter.scope.clone(),
-    };
+    let mut page = filter.clone();
     while (handed + skipped) < limit as u64 {
         page.limit = (limit - (handed + skipped) as usize).min(500);
         let (rows, next) = reader.query(&page)?;

@@ -62,16 +62,31 @@ static bool load(rb_ctx *cx, list *out) {
         rb_failed(cx, "cannot read sanctions list ", path, ": not found or not readable");
         return false;
     }
-    char *text = rb_alloc(cx, MAX_LIST_BYTES + 1);
-    size_t n = fread(text, 1, MAX_LIST_BYTES + 1, f);
-    bool broken = ferror(f);
+    /* Read as it comes, up to the cap: a buffer the list's size, not the cap's (init's
+     * memory is what every evaluation starts from). */
+    char *text = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 4096;
+            char *grown = realloc(text, cap);
+            if (!grown) abort();
+            text = grown;
+        }
+        size_t got = fread(text + n, 1, cap - n, f);
+        n += got;
+        if (got == 0 || n > MAX_LIST_BYTES) break;
+    }
+    bool broken = ferror(f) != 0;
     fclose(f);
     if (broken || n > MAX_LIST_BYTES) {
+        free(text);
         rb_failed(cx, "cannot read sanctions list ", path,
                   broken ? ": read error" : ": larger than 1 MiB");
         return false;
     }
     parse(text, n, out);
+    free(text);
     return true;
 }
 

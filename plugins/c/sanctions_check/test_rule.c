@@ -36,6 +36,18 @@ int main(void) {
     r = rb_test_evaluate("{\"payment\":{\"beneficiary_country\":\"FR\"}}", reads, settings, NULL);
     RB_CHECK_STR(r.message, "missing fact `customer.country`");
 
+    /* A list over the 1 MiB cap is refused, not read whole. */
+    char big[] = "/tmp/rulebox-sanctions-big-XXXXXX";
+    FILE *b = fdopen(mkstemp(big), "w");
+    for (int i = 0; i < (1 << 20) / 3 + 1; i++) fputs("KP\n", b);
+    fclose(b);
+    char big_settings[128];
+    snprintf(big_settings, sizeof big_settings, "{\"list\":\"%s\"}", big);
+    char want[160];
+    snprintf(want, sizeof want, "cannot read sanctions list %s: larger than 1 MiB", big);
+    RB_CHECK_STR(rb_test_init(big_settings), want);
+    remove(big);
+
     const char *why = rb_test_init("{\"list\":\"/nonexistent/list.txt\"}");
     RB_CHECK_STR(why, "cannot read sanctions list /nonexistent/list.txt: not found or not readable");
     return rb_test_done();
