@@ -511,11 +511,21 @@ max_concurrent_requests = 256
 
 /// `rulebox serve` watching `DIR/bundles` with the `pay` bundle, once it has evaluated it
 /// (one decision made).
+const OPERATOR: &str = "tok-operator";
+
+/// A server watching a directory holding bundle `pay`, with an operator credential and a
+/// state directory (for shadow candidates).
 fn serving_pay(dir: &Path) -> ServeProcess {
+    use sha2::Digest;
     let bundles = watched_dir_with_pay(dir);
     let config = write_config(
         dir,
-        &format!("[bundles]\ndir = \"{}\"\n", bundles.display()),
+        &format!(
+            "[[auth.tokens]]\nname = \"operator\"\nsha256 = \"{}\"\nrole = \"operator\"\n[bundles]\ndir = \"{}\"\nstate_dir = \"{}\"\n",
+            hex::encode(sha2::Sha256::digest(OPERATOR)),
+            bundles.display(),
+            dir.join("state").display()
+        ),
     );
     let server = ServeProcess::start(BIN, &config, &dir.join("serve.log"));
     server.wait_for(60, "the bundle loaded", |s| {
@@ -792,6 +802,32 @@ fn the_dashboard_updates_live_in_a_real_browser() {
     }
     let bundles_shown = text(&mut browser, "bundles");
     assert!(bundles_shown.contains("gen-1"), "{bundles_shown}");
+    // A shadow candidate appears with what it evaluated, and promote/discard for operators
+    // only (this is a viewer).
+    let bearer = format!("Bearer {OPERATOR}");
+    let (status, body) = server.http(
+        "PUT",
+        "/v1/bundles/pay?mode=shadow&sample=1",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/gzip"),
+        ],
+        &archive_as("pay", "gen-2", "gen-2", "allow"),
+    );
+    assert_eq!(status, 201, "{body}");
+    for _ in 0..3 {
+        assert_eq!(markers(&server, "pay"), ["gen-1", "gen-1"]);
+    }
+    wait(&mut browser, "the shadow row counts 3 evaluations", &|b| {
+        let row = b.eval(
+            "[...document.querySelectorAll('#shadows tr')].map(r => [...r.cells].map(c => c.textContent))",
+        );
+        row[0][0] == "pay" && row[0][1] == "gen-1" && row[0][2] == "gen-2" && row[0][4] == "3"
+    });
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#shadows button').length"),
+        0
+    );
     let png = browser.screenshot();
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts");

@@ -92,7 +92,7 @@ pub use input::{FactPath, Input, Reads};
 pub use registry::Watcher;
 pub use registry::{
     Activation, BundleStatus, FailureRecord, LoadFailure, Registry, RegistryConfig, RegistryError,
-    RegistryEvent,
+    RegistryEvent, Staged,
 };
 pub use rule::{
     Decision, Evaluation, Grant, Isolation, Metering, Rule, RuleBuilder, Upstream, Verdict,

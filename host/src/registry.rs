@@ -34,6 +34,35 @@ impl Default for RegistryConfig {
     }
 }
 
+fn fail(path: &Path, error: BundleError) -> LoadFailure {
+    LoadFailure {
+        path: path.to_owned(),
+        step: error.step(),
+        error,
+    }
+}
+
+/// A revision that passed the gate (read, verified, compiled, its golden cases run) and is
+/// not active: [`Registry::stage`] makes one, [`Registry::promote`] activates it. Only the
+/// registry makes one, so only a checked revision can be promoted.
+#[derive(Clone, Debug)]
+pub struct Staged {
+    bundle: Arc<Bundle>,
+    tests_passed: usize,
+}
+
+impl Staged {
+    /// The candidate, to evaluate.
+    pub fn bundle(&self) -> &Arc<Bundle> {
+        &self.bundle
+    }
+
+    /// Golden cases it passed.
+    pub fn tests_passed(&self) -> usize {
+        self.tests_passed
+    }
+}
+
 /// A failed load: the step, and why. The active revision (if any) is unchanged.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("loading {path} failed at {step:?}: {error}")]
@@ -272,32 +301,28 @@ impl Registry {
         self.load_inner(path, Some(name)).await
     }
 
-    async fn load_inner(
-        &self,
-        path: &Path,
-        expected: Option<&str>,
-    ) -> Result<Activation, LoadFailure> {
-        let fail = |error: BundleError| LoadFailure {
-            path: path.to_owned(),
-            step: error.step(),
-            error,
-        };
+    /// Reads, verifies and compiles `path` (off the async workers), refusing a bundle not
+    /// named `expected`.
+    async fn read(&self, path: &Path, expected: Option<&str>) -> Result<Bundle, LoadFailure> {
         let engine = self.engine.clone();
         let options = self.config.load.clone();
         let owned = path.to_owned();
         let loaded = tokio::task::spawn_blocking(move || Bundle::load(&engine, &owned, &options))
             .await
             .map_err(|e| {
-                fail(BundleError::Source(crate::bundle::SourceError::invalid(
-                    format!("the load task failed: {e}"),
-                )))
+                fail(
+                    path,
+                    BundleError::Source(crate::bundle::SourceError::invalid(format!(
+                        "the load task failed: {e}"
+                    ))),
+                )
             })
-            .and_then(|r| r.map_err(fail));
+            .and_then(|r| r.map_err(|e| fail(path, e)));
         let bundle = match loaded {
             Ok(b) => b,
             Err(f) => return Err(self.failed(f, None)),
         };
-        let name = bundle.name().to_owned();
+        let name = bundle.name();
         if let Some(expected) = expected
             && expected != name
         {
@@ -306,37 +331,59 @@ impl Registry {
                 "bundle.name",
                 format!("the bundle is named `{name}`, not `{expected}`"),
             ));
-            return Err(self.failed(fail(error), Some(expected)));
+            return Err(self.failed(fail(path, error), Some(expected)));
         }
-        let lock = self.name_lock(&name);
+        Ok(bundle)
+    }
+
+    /// Runs the bundle's golden cases (when the registry is configured to): how many passed,
+    /// or the failure.
+    async fn test(&self, path: &Path, bundle: &Bundle) -> Result<usize, LoadFailure> {
+        if !self.config.run_tests {
+            return Ok(0);
+        }
+        let report = bundle.run_tests().await;
+        let n = report.cases.len();
+        match report.into_result() {
+            Ok(_) => Ok(n),
+            Err(e) => Err(self.failed(fail(path, e), Some(bundle.name()))),
+        }
+    }
+
+    async fn load_inner(
+        &self,
+        path: &Path,
+        expected: Option<&str>,
+    ) -> Result<Activation, LoadFailure> {
+        let bundle = self.read(path, expected).await?;
+        let lock = self.name_lock(bundle.name());
         let _serial = lock.lock().await;
-        if let Ok(active) = self.get(&name)
-            && active.digest() == bundle.digest()
-        {
+        if let Some(unchanged) = self.unchanged(&bundle) {
             // The active revision again (a re-upload, a poll, a touched file): nothing to do.
-            return Ok(Activation {
-                bundle: name,
-                revision: active.revision().to_owned(),
-                digest: active.digest().to_owned(),
-                previous: Some(active.revision().to_owned()),
-                tests_passed: 0,
-                unchanged: true,
-            });
+            return Ok(unchanged);
         }
-        let tests_passed = if self.config.run_tests {
-            let report = bundle.run_tests().await;
-            let n = report.cases.len();
-            if let Err(e) = report.into_result() {
-                return Err(self.failed(fail(e), Some(&name)));
-            }
-            n
-        } else {
-            0
-        };
-        let bundle = Arc::new(bundle);
+        let tests_passed = self.test(path, &bundle).await?;
+        Ok(self.activate_checked(Arc::new(bundle), tests_passed))
+    }
+
+    /// The activation to report when `bundle` is the active revision already.
+    fn unchanged(&self, bundle: &Bundle) -> Option<Activation> {
+        let active = self.get(bundle.name()).ok()?;
+        (active.digest() == bundle.digest()).then(|| Activation {
+            bundle: bundle.name().to_owned(),
+            revision: active.revision().to_owned(),
+            digest: active.digest().to_owned(),
+            previous: Some(active.revision().to_owned()),
+            tests_passed: 0,
+            unchanged: true,
+        })
+    }
+
+    /// Activates a bundle that passed the gate, and says so.
+    fn activate_checked(&self, bundle: Arc<Bundle>, tests_passed: usize) -> Activation {
         let previous = self.activate(bundle.clone());
         let activation = Activation {
-            bundle: name,
+            bundle: bundle.name().to_owned(),
             revision: bundle.revision().to_owned(),
             digest: bundle.digest().to_owned(),
             previous,
@@ -350,7 +397,32 @@ impl Registry {
             previous: activation.previous.clone(),
             at_ms: now_ms(),
         });
-        Ok(activation)
+        activation
+    }
+
+    /// Puts a bundle through the whole gate [`Registry::load_as`] does (read, verify,
+    /// compile, golden cases) without activating it: a candidate to evaluate beside the
+    /// active revision (replay, shadow traffic) and to [`promote`](Registry::promote) later.
+    /// A failure is recorded and sent as an event, as a failed load is.
+    pub async fn stage(&self, path: &Path, name: &str) -> Result<Staged, LoadFailure> {
+        let bundle = self.read(path, Some(name)).await?;
+        let tests_passed = self.test(path, &bundle).await?;
+        Ok(Staged {
+            bundle: Arc::new(bundle),
+            tests_passed,
+        })
+    }
+
+    /// Makes a staged revision active, atomically, as a load would (the revision it replaces
+    /// is kept for rollback, an [`RegistryEvent::Activated`] is sent). Evaluations in flight
+    /// finish on the revision they started with.
+    pub async fn promote(&self, staged: &Staged) -> Activation {
+        let lock = self.name_lock(staged.bundle.name());
+        let _serial = lock.lock().await;
+        match self.unchanged(&staged.bundle) {
+            Some(unchanged) => unchanged,
+            None => self.activate_checked(staged.bundle.clone(), staged.tests_passed),
+        }
     }
 
     fn activate(&self, bundle: Arc<Bundle>) -> Option<String> {

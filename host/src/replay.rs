@@ -8,14 +8,14 @@
 //! decisions that could not be replayed honestly (a candidate rule reads a field the log
 //! masked: its value is gone, and guessing it would report changes that are not real).
 //!
-//! Replay never touches what serves: load the candidate without a result cache (the
-//! default of [`LoadOptions`](crate::LoadOptions)) and nothing is cached, and the report is
-//! the only record of what it decided. Where the records come from (a decision-log file, a
+//! Replay never touches what serves: the candidate is evaluated without its result cache
+//! ([`Bundle::evaluate_uncached`]), so nothing it decides is cached or served, and the
+//! report is the only record of what it decided. Where the records come from (a decision-log file, a
 //! server's API) is the caller's business.
 
 use crate::input::{Input, Reads};
 use crate::{Bundle, BundleResult};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -57,6 +57,9 @@ pub struct ReplayOptions {
     pub max_changes: usize,
     /// Decisions not replayable listed by id; the rest are only counted. Default 1000.
     pub max_not_replayable: usize,
+    /// Keep each changed decision's input in its [`Change`] (else `null`: its id finds the
+    /// decision where it was recorded, masked as it was logged). Default true.
+    pub keep_inputs: bool,
 }
 
 impl Default for ReplayOptions {
@@ -64,6 +67,7 @@ impl Default for ReplayOptions {
         ReplayOptions {
             max_changes: 1000,
             max_not_replayable: 1000,
+            keep_inputs: true,
         }
     }
 }
@@ -71,7 +75,7 @@ impl Default for ReplayOptions {
 /// A transition matrix: how many went from one outcome to another, unchanged included.
 /// Outcomes are verdicts, `error`, and for rules `absent` (not in the recording, or not in
 /// the candidate).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Transitions(pub BTreeMap<String, BTreeMap<String, u64>>);
 
@@ -106,7 +110,7 @@ impl Transitions {
 
 /// Cost of one rule: recorded (evaluations not served from the cache) against the
 /// candidate's.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cost {
     /// Recorded evaluations that ran (not cached).
     pub recorded_runs: u64,
@@ -129,7 +133,7 @@ impl Cost {
 }
 
 /// One rule across the replay.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuleReplay {
     /// Its outcomes, recorded to candidate.
     pub transitions: Transitions,
@@ -138,7 +142,7 @@ pub struct RuleReplay {
 }
 
 /// A decision the candidate would have made differently.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     /// The recorded decision's id.
     pub id: String,
@@ -155,7 +159,7 @@ pub struct Change {
 }
 
 /// What a replay found.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReplayReport {
     /// The candidate bundle's name.
     pub bundle: String,
@@ -216,6 +220,20 @@ impl<'b> Replay<'b> {
         }
     }
 
+    /// Goes on with a replay whose report so far is `report` (kept across a restart): what
+    /// is added from now on is counted with it.
+    pub fn resume(
+        candidate: &'b Bundle,
+        options: ReplayOptions,
+        report: ReplayReport,
+    ) -> Replay<'b> {
+        Replay {
+            bundle: candidate,
+            options,
+            report,
+        }
+    }
+
     /// Why `rec` cannot be replayed on the candidate, if it cannot.
     fn masked_reader(&self, rec: &Recorded) -> Option<String> {
         for pointer in &rec.masked {
@@ -247,18 +265,31 @@ impl<'b> Replay<'b> {
         }
     }
 
-    /// Replays one recorded decision.
-    pub fn add(&mut self, rec: &Recorded) {
+    /// Replays one recorded decision: the candidate's verdict, or none when it was not
+    /// replayable or the host could not evaluate it (both counted in the report).
+    pub fn add(&mut self, rec: &Recorded) -> Option<crate::Verdict> {
         if let Some(why) = self.masked_reader(rec) {
-            return self.skip(rec, why);
+            self.skip(rec, why);
+            return None;
         }
         let input = match Input::from_value(rec.input.clone()) {
             Ok(input) => input,
-            Err(e) => return self.skip(rec, format!("input: {e}")),
+            Err(e) => {
+                self.skip(rec, format!("input: {e}"));
+                return None;
+            }
         };
-        match self.bundle.evaluate_sequential(&input) {
-            Ok(result) => self.tally(rec, &result),
-            Err(_) => self.report.host_errors += 1,
+        // Never through the result cache: nothing the candidate decides may be served, and
+        // its costs must be its rules' own.
+        match self.bundle.evaluate_uncached(&input) {
+            Ok(result) => {
+                self.tally(rec, &result);
+                Some(result.verdict)
+            }
+            Err(_) => {
+                self.report.host_errors += 1;
+                None
+            }
         }
     }
 
@@ -315,7 +346,11 @@ impl<'b> Replay<'b> {
                     to: to.to_owned(),
                     rules: changed_rules,
                     reasons: result.reasons.clone(),
-                    input: rec.input.clone(),
+                    input: if self.options.keep_inputs {
+                        rec.input.clone()
+                    } else {
+                        Value::Null
+                    },
                 });
             }
         }

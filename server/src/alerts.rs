@@ -243,6 +243,41 @@ impl Alerts {
         }
     }
 
+    /// Fires a one-off alert raised by the server itself rather than by a rule (an automatic
+    /// rollback): kept in the history as `firing` with the value and limit that raised it,
+    /// logged, and sent to the webhooks with `details`. It has no state to resolve.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fire(
+        &self,
+        name: &str,
+        severity: Severity,
+        value: f64,
+        threshold: f64,
+        message: &str,
+        details: Value,
+        now_ms: u64,
+    ) {
+        tracing::warn!(alert = name, value, threshold, "{message}");
+        if let Some(store) = &self.store {
+            let conn = store.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = conn.execute(
+                "INSERT INTO alert_events (at_ms, alert, state, severity, value, threshold, message) VALUES (?1, ?2, 'firing', ?3, ?4, ?5, ?6)",
+                rusqlite::params![now_ms as i64, name, self::severity(severity), value, threshold, message],
+            ) {
+                tracing::warn!(alert = name, "alert event not kept: {e}");
+            }
+        }
+        let Some(tx) = &self.notify else { return };
+        let payload = json!({
+            "alert": name, "state": "firing", "severity": self::severity(severity),
+            "value": value, "threshold": threshold, "at_ms": now_ms, "message": message,
+            "details": details,
+        });
+        if tx.try_send(payload).is_err() {
+            self.deliveries.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The rules with their states, and the most recent transitions (newest first).
     pub fn report(&self, rules: &[AlertRule], recent: usize) -> Value {
         let states = self.states.lock().unwrap_or_else(|e| e.into_inner());

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The parts of the state a configuration reload replaces.
-struct Live {
-    config: ServerConfig,
+pub(crate) struct Live {
+    pub(crate) config: ServerConfig,
     auth: Authenticator,
     limits: RateLimits,
     admission: Arc<tokio::sync::Semaphore>,
@@ -77,6 +77,8 @@ struct Inner {
     /// `metrics.enabled` (fixed at start).
     metrics_on: bool,
     alerts: crate::alerts::Alerts,
+    /// Shadow candidates, replay jobs and the watch after activations.
+    rollout: crate::rollout::Rollout,
 }
 
 impl AppState {
@@ -118,6 +120,11 @@ impl AppState {
         let metrics_on = config.metrics.enabled;
         let alerts =
             crate::alerts::Alerts::open(&config.alerts, config.decision_log.path.as_deref())?;
+        let rollout = crate::rollout::Rollout::new(
+            config.bundles.state_dir.as_deref(),
+            config.rollout.shadow_queue,
+            metrics_on.then(|| metrics.clone()),
+        );
         let mut id = [0u8; 4];
         getrandom::fill(&mut id).map_err(|e| e.to_string())?;
         let state = AppState {
@@ -136,6 +143,7 @@ impl AppState {
                 started_ms: crate::decisions::now_ms(),
                 metrics_on,
                 alerts,
+                rollout,
             }),
         };
         let weak = Arc::downgrade(&state.inner);
@@ -171,6 +179,7 @@ impl AppState {
                                     inner.failed_loads.fetch_add(1, Ordering::Relaxed);
                                 }
                                 inner.metrics.registry_event(&event);
+                                AppState { inner }.follow_rollout(&event);
                             }
                             None => break,
                         },
@@ -194,6 +203,7 @@ impl AppState {
                     let state = AppState { inner };
                     let now = crate::decisions::now_ms();
                     state.inner.window.sample(now, state.host_counters());
+                    state.judge_watches(now);
                     if std::time::Instant::now() >= next_alerts {
                         let live = state.live();
                         let interval = Duration::from_millis(live.config.alerts.interval_ms);
@@ -250,7 +260,7 @@ impl AppState {
         self.inner.poller.start(self.inner.registry.clone(), max)
     }
 
-    fn live(&self) -> Arc<Live> {
+    pub(crate) fn live(&self) -> Arc<Live> {
         self.inner.live.load_full()
     }
 
@@ -282,6 +292,10 @@ impl AppState {
                 new.alerts.webhooks == old.config.alerts.webhooks,
             ),
             ("bundles", bundles(&new) == bundles(&old.config)),
+            (
+                "rollout.shadow_queue",
+                new.rollout.shadow_queue == old.config.rollout.shadow_queue,
+            ),
         ] {
             if !same {
                 return Err(format!(
@@ -392,6 +406,23 @@ impl AppState {
             .evaluate(rules, now, |rule| self.signal(rule, now));
     }
 
+    pub(crate) fn rollout(&self) -> &crate::rollout::Rollout {
+        &self.inner.rollout
+    }
+
+    pub(crate) fn alerts(&self) -> &crate::alerts::Alerts {
+        &self.inner.alerts
+    }
+
+    /// The metrics, when they are on.
+    pub(crate) fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        self.inner.metrics_on.then_some(&*self.inner.metrics)
+    }
+
+    pub(crate) fn decision_log(&self) -> Option<&crate::decisions::DecisionLog> {
+        self.inner.decision_log.as_ref()
+    }
+
     pub(crate) fn window(&self) -> &crate::health::Window {
         &self.inner.window
     }
@@ -427,6 +458,16 @@ pub fn router(state: AppState) -> Router {
         .route("/bundles/{name}/evaluate", post(evaluate))
         .route("/bundles/{name}/evaluate/batch", post(evaluate_batch))
         .route("/bundles/{name}/rollback", post(rollback))
+        .route(
+            "/bundles/{name}/shadow",
+            get(crate::rollout::get_shadow).delete(crate::rollout::delete_shadow),
+        )
+        .route("/bundles/{name}/promote", post(crate::rollout::promote))
+        .route("/bundles/{name}/replay", post(crate::rollout::start_replay))
+        .route(
+            "/bundles/{name}/replay/{id}",
+            get(crate::rollout::get_replay),
+        )
         .route("/cache/stats", get(cache_stats))
         .route("/cache/invalidate", post(cache_invalidate))
         .route("/server/stats", get(server_stats))
@@ -556,7 +597,7 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// Reads a body of at most `max` bytes.
-async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, max).await.map_err(|_| {
         ApiError::new(
             "too-large",
@@ -566,13 +607,17 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
 }
 
 /// The request's media type, lowercased, without parameters (`application/json`).
-fn media_type(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
     let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     Some(ct.split(';').next()?.trim().to_ascii_lowercase())
 }
 
 /// A JSON request body: the right content type, within the size and depth limits.
-async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn json_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
     if media_type(headers).as_deref() != Some("application/json") {
         return Err(ApiError::new(
             "unsupported-media-type",
@@ -622,7 +667,7 @@ fn json_depth(bytes: &[u8]) -> usize {
     max
 }
 
-fn invalid_json(e: serde_json::Error) -> ApiError {
+pub(crate) fn invalid_json(e: serde_json::Error) -> ApiError {
     ApiError::new(
         "invalid-request",
         format!("the body is not the expected JSON: {e}"),
@@ -667,12 +712,13 @@ struct Decided<'a> {
     request_id: Option<&'a str>,
 }
 
-/// Evaluates `input` on `bundle`, counts the decision and queues it for the decision log.
+/// Evaluates `input` on `bundle`, counts the decision and queues it for the decision log
+/// (and, when `pinned` is false, the active revision was asked for, for its shadow).
 /// In sync mode the returned commit must succeed before the decision is acknowledged.
 async fn decide<'a>(
     state: &AppState,
     caller: &Principal,
-    bundle: &Bundle,
+    (bundle, pinned): (&Bundle, bool),
     input: &Input,
     request_id: Option<&'a str>,
 ) -> Result<(Decided<'a>, Option<Commit>), ApiError> {
@@ -685,7 +731,12 @@ async fn decide<'a>(
     }
     let now = crate::decisions::now_ms();
     state.inner.window.record(now, &result);
+    state.inner.rollout.observe(&result);
     let decision_id = state.decision_id();
+    if !pinned {
+        // Only decisions of the active revision are compared with its shadow candidate.
+        state.inner.rollout.sample(&result, input, &decision_id);
+    }
     tracing::info!(
         decision_id = %decision_id,
         request_id = request_id.unwrap_or(""),
@@ -735,10 +786,11 @@ async fn evaluate(
     let request: EvaluateRequest = serde_json::from_slice(&bytes).map_err(invalid_json)?;
     let input = input_of(request.input)?;
     let bundle = bundle_of(&state, &name, request.revision.as_deref())?;
+    let pinned = request.revision.is_some();
     let (decided, commit) = decide(
         &state,
         &caller,
-        &bundle,
+        (&bundle, pinned),
         &input,
         request.request_id.as_deref(),
     )
@@ -794,7 +846,9 @@ async fn evaluate_batch(
                 input = Input::from_value(Value::Object(merged))
                     .map_err(|e| ApiError::new("invalid-input", e.to_string()))?;
             }
-            let (decided, commit) = decide(&state, &caller, &bundle, &input, None).await?;
+            let pinned = request.revision.is_some();
+            let (decided, commit) =
+                decide(&state, &caller, (&bundle, pinned), &input, None).await?;
             let value = serde_json::to_value(decided)
                 .map_err(|e| ApiError::new("internal", e.to_string()))?;
             Ok::<_, ApiError>((value, commit))
@@ -824,12 +878,13 @@ async fn evaluate_batch(
     Ok(Json(json!({ "bundle": name, "results": results })))
 }
 
-fn status_json(state: &AppState, name: &str) -> Result<Value, ApiError> {
+pub(crate) fn status_json(state: &AppState, name: &str) -> Result<Value, ApiError> {
     let (status, bundle) = state.inner.registry.status_of(name)?;
     let mut out =
         serde_json::to_value(&status).map_err(|e| ApiError::new("internal", e.to_string()))?;
     out["active"] = serde_json::to_value(bundle.describe()).unwrap_or_default();
     out["source"] = source_json(state, name, &bundle);
+    out["rollout"] = state.rollout_json(name);
     Ok(out)
 }
 
@@ -888,38 +943,93 @@ async fn get_bundle(
     Ok(Json(status_json(&state, &name)?))
 }
 
-async fn put_bundle(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    Path(name): Path<String>,
-    headers: HeaderMap,
+/// An uploaded bundle archive: the right content type (else `hint`), within the upload
+/// limit.
+pub(crate) async fn archive_body(
+    state: &AppState,
+    headers: &HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    caller.check(Action::Operate, Some(&name))?;
+    hint: &str,
+) -> Result<Bytes, ApiError> {
     if !matches!(
-        media_type(&headers).as_deref(),
+        media_type(headers).as_deref(),
         Some("application/gzip" | "application/x-gzip" | "application/octet-stream")
     ) {
-        return Err(ApiError::new(
-            "unsupported-media-type",
-            "send the bundle as a .tar.gz with Content-Type: application/gzip",
-        ));
+        return Err(ApiError::new("unsupported-media-type", hint));
     }
-    let live = state.live();
-    let bytes = read_body(body, live.config.limits.max_upload_bytes).await?;
-    let dir = live
+    read_body(body, state.live().config.limits.max_upload_bytes).await
+}
+
+/// Writes an uploaded archive to a temporary file in `bundles.upload_dir`, to load from.
+pub(crate) fn stage_upload(
+    state: &AppState,
+    bytes: &[u8],
+    prefix: &str,
+) -> Result<tempfile::NamedTempFile, ApiError> {
+    let dir = state
+        .live()
         .config
         .bundles
         .upload_dir
         .clone()
         .unwrap_or_else(std::env::temp_dir);
+    let cannot =
+        |e: std::io::Error| ApiError::new("internal", format!("cannot stage the upload: {e}"));
     let mut file = tempfile::Builder::new()
-        .prefix("rulebox-upload-")
+        .prefix(prefix)
         .suffix(".tar.gz")
         .tempfile_in(&dir)
-        .map_err(|e| ApiError::new("internal", format!("cannot stage the upload: {e}")))?;
-    std::io::Write::write_all(&mut file, &bytes)
-        .map_err(|e| ApiError::new("internal", format!("cannot stage the upload: {e}")))?;
+        .map_err(cannot)?;
+    std::io::Write::write_all(&mut file, bytes).map_err(cannot)?;
+    Ok(file)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PutParams {
+    /// `shadow`: stage the bundle as the shadow candidate instead of activating it.
+    mode: Option<String>,
+    /// With `mode=shadow`: the share of live decisions to evaluate on it.
+    sample: Option<f64>,
+}
+
+async fn put_bundle(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.check(Action::Operate, Some(&name))?;
+    let params: PutParams = query_of(&uri)?;
+    let shadow = match params.mode.as_deref() {
+        None | Some("active") => false,
+        Some("shadow") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                "invalid-request",
+                format!("mode `{other}`: use `shadow`, or leave it out to activate"),
+            ));
+        }
+    };
+    if params.sample.is_some() && !shadow {
+        return Err(ApiError::new(
+            "invalid-request",
+            "`sample` goes with mode=shadow",
+        ));
+    }
+    let bytes = archive_body(
+        &state,
+        &headers,
+        body,
+        "send the bundle as a .tar.gz with Content-Type: application/gzip",
+    )
+    .await?;
+    if shadow {
+        return crate::rollout::put_shadow(&state, &caller, &name, &bytes, params.sample).await;
+    }
+    let file = stage_upload(&state, &bytes, "rulebox-upload-")?;
     let activation = state.inner.registry.load_as(file.path(), &name).await?;
     tracing::info!(bundle = %name, revision = %activation.revision, by = %caller.name, "bundle uploaded and activated");
     let mut out = status_json(&state, &name)?;
@@ -1065,14 +1175,20 @@ struct DecisionsQuery {
 }
 
 /// The query string as `T`, or a 400 naming what is wrong.
-fn query_of<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+pub(crate) fn query_of<T: serde::de::DeserializeOwned>(
+    uri: &axum::http::Uri,
+) -> Result<T, ApiError> {
     axum::extract::Query::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| ApiError::new("invalid-request", e.body_text()))
 }
 
 /// `since`/`until` as ms since the epoch.
-fn time_param(name: &str, value: Option<&str>, now: u64) -> Result<Option<u64>, ApiError> {
+pub(crate) fn time_param(
+    name: &str,
+    value: Option<&str>,
+    now: u64,
+) -> Result<Option<u64>, ApiError> {
     value
         .map(|v| crate::decisions::parse_time(v, now))
         .transpose()

@@ -43,6 +43,100 @@ pub struct ServerConfig {
     /// compiled components, which spares a restart recompiling (an interpreted rule takes
     /// seconds). Default: [`rulebox::EngineConfig::default`].
     pub engine: rulebox::EngineConfig,
+    /// Safe rollout: shadow candidates, the promotion guard, and the watch after each
+    /// activation that rolls a failing revision back.
+    pub rollout: RolloutConfig,
+}
+
+/// Safe rollout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// The share of live decisions (0 to 1) also evaluated on a bundle's shadow candidate,
+    /// unless its upload asks for another (`PUT ...?mode=shadow&sample=0.5`). Default 0.1.
+    pub shadow_sample: f64,
+    /// Sampled decisions waiting for the shadow worker; more are dropped and counted, never
+    /// waited for. Applies at start. Default 1000.
+    pub shadow_queue: usize,
+    /// Refuse to promote a shadow candidate whose sampled verdicts moved too much (an
+    /// operator can override it with a reason). Default: none (promotion is not judged).
+    pub guard: Option<PromotionGuard>,
+    /// After each activation, compare the new revision with the one it replaced and roll
+    /// back automatically when it does worse.
+    pub watch: WatchConfig,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        RolloutConfig {
+            shadow_sample: 0.1,
+            shadow_queue: 1000,
+            guard: None,
+            watch: WatchConfig::default(),
+        }
+    }
+}
+
+/// What a shadow candidate must show before `POST .../promote` takes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromotionGuard {
+    /// Sampled decisions evaluated on the candidate, at least. Default 100.
+    pub min_samples: u64,
+    /// Decisions whose verdict would become `allow` from anything else, at most this
+    /// percentage of those sampled. Default 1.0.
+    pub max_to_allow_pct: f64,
+    /// Decisions whose verdict would change at all, at most this percentage. Default 100
+    /// (any).
+    pub max_changed_pct: f64,
+}
+
+impl Default for PromotionGuard {
+    fn default() -> Self {
+        PromotionGuard {
+            min_samples: 100,
+            max_to_allow_pct: 1.0,
+            max_changed_pct: 100.0,
+        }
+    }
+}
+
+/// The watch window after an activation (upload, poll, directory, promotion; not a
+/// rollback). The new revision's rule error rate and timeout ratio are compared with what
+/// the previous revision showed in the health window before it, and the health score with
+/// its value then; when one is worse by more than its limit, the previous revision is
+/// restored, an alert fires and the event is kept with its numbers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// How long a new revision is watched, in seconds. Default 300.
+    pub window_s: u64,
+    /// Rule evaluations on the new revision before it is judged. Default 20.
+    pub min_evaluations: u64,
+    /// Roll back when the error rate (errors of rule evaluations) exceeds the previous
+    /// revision's by more than this. Default 0.05.
+    pub max_error_rate_increase: f64,
+    /// Roll back when the timeout ratio (timeouts and fuel exhaustion of rule evaluations)
+    /// exceeds the previous revision's by more than this. Default 0.02.
+    pub max_timeout_ratio_increase: f64,
+    /// Roll back when the health score falls by more than this many points (it is the
+    /// whole server's: set it higher than 100 to leave it out). Default 30.
+    pub max_health_drop: u32,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            enabled: true,
+            window_s: 300,
+            min_evaluations: 20,
+            max_error_rate_increase: 0.05,
+            max_timeout_ratio_increase: 0.02,
+            max_health_drop: 30,
+        }
+    }
 }
 
 /// The Prometheus metrics.
@@ -549,6 +643,7 @@ impl Default for ServerConfig {
             alerts: AlertsConfig::default(),
             metrics: MetricsConfig::default(),
             engine: rulebox::EngineConfig::default(),
+            rollout: RolloutConfig::default(),
         }
     }
 }
@@ -698,6 +793,7 @@ impl ServerConfig {
             }
         }
         self.validate_health()?;
+        self.validate_rollout()?;
         if !self.bundles.urls.is_empty() && self.bundles.state_dir.is_none() {
             return Err(
                 "bundles.state_dir: needed with bundles.urls, to keep the last good archive and its ETag across restarts".into(),
@@ -735,6 +831,39 @@ impl ServerConfig {
             }
         }
         self.cache.validate().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn validate_rollout(&self) -> Result<(), String> {
+        let r = &self.rollout;
+        if !(0.0..=1.0).contains(&r.shadow_sample) {
+            return Err("rollout.shadow_sample: must be from 0 to 1".into());
+        }
+        if r.shadow_queue == 0 {
+            return Err("rollout.shadow_queue: must be at least 1".into());
+        }
+        if let Some(g) = &r.guard {
+            for (key, pct) in [
+                ("max_to_allow_pct", g.max_to_allow_pct),
+                ("max_changed_pct", g.max_changed_pct),
+            ] {
+                if !(0.0..=100.0).contains(&pct) {
+                    return Err(format!("rollout.guard.{key}: must be from 0 to 100"));
+                }
+            }
+        }
+        let w = &r.watch;
+        if w.window_s == 0 {
+            return Err("rollout.watch.window_s: must be at least 1".into());
+        }
+        for (key, v) in [
+            ("max_error_rate_increase", w.max_error_rate_increase),
+            ("max_timeout_ratio_increase", w.max_timeout_ratio_increase),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("rollout.watch.{key}: must be from 0 to 1"));
+            }
+        }
         Ok(())
     }
 

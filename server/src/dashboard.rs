@@ -119,6 +119,7 @@ impl AppState {
             // The states only: the page shows no history, so no SQLite read every second.
             "alerts": self.alerts_report(0),
             "bundles": visible,
+            "shadows": self.shadows_json(caller),
             "can_operate": caller.check(Action::Operate, None).is_ok(),
         })
     }

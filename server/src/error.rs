@@ -38,7 +38,7 @@ impl ApiError {
             "too-large" => StatusCode::PAYLOAD_TOO_LARGE,
             "unsupported-media-type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "load-failed" | "config-invalid" => StatusCode::UNPROCESSABLE_ENTITY,
-            "conflict" => StatusCode::CONFLICT,
+            "conflict" | "guard-refused" | "busy" => StatusCode::CONFLICT,
             "rate-limited" => StatusCode::TOO_MANY_REQUESTS,
             "overloaded" | "timeout" | "cache-unavailable" | "log-unavailable" | "not-ready" => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -33,14 +33,15 @@ mod health;
 mod limits;
 mod metrics;
 mod poll;
+mod rollout;
 
 pub use api::{AppState, router};
 pub use auth::new_token;
 pub use config::{
     AlertRule, AlertsConfig, AuthConfig, BundlesConfig, Comparison, ConfigError, DecisionLogConfig,
     HealthConfig, JwtAlgorithm, JwtConfig, JwtKey, LimitsConfig, LogMode, Mask, MaskAction,
-    MetricsConfig, Rate, RateLimitsConfig, Role, ServerConfig, Severity, Signal, Threshold,
-    TokenConfig, UrlSource,
+    MetricsConfig, PromotionGuard, Rate, RateLimitsConfig, Role, RolloutConfig, ServerConfig,
+    Severity, Signal, Threshold, TokenConfig, UrlSource, WatchConfig,
 };
 pub use error::ApiError;
 pub use poll::{PollStatus, Polling};
@@ -106,7 +107,14 @@ pub async fn serve(
     let state = AppState::new(config).map_err(ServeError::Config)?;
     let _watcher = state.watch_bundles().map_err(ServeError::Config)?;
     let _polling = state.poll_bundles().map_err(ServeError::Config)?;
+    // Shadows kept from before a restart, staged again once the bundles are loaded.
+    for (bundle, restored) in state.restore_shadows().await {
+        if let Err(e) = restored {
+            tracing::warn!(%bundle, "shadow candidate not restored: {e}");
+        }
+    }
     let _reloader = reload_on_sighup(state.clone());
+    let flush = state.clone();
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -114,8 +122,8 @@ pub async fn serve(
         tracing::info!("shutting down: finishing requests in flight");
         let _ = stopping_tx.send(true);
     });
-    tokio::select! {
-        served = server => Ok(served?),
+    let outcome = tokio::select! {
+        served = server => served.map_err(ServeError::from),
         _ = async {
             let _ = stopping.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;
@@ -123,5 +131,8 @@ pub async fn serve(
             tracing::warn!("shutdown grace of {} ms elapsed with requests in flight", grace.as_millis());
             Ok(())
         }
-    }
+    };
+    // What the shadow candidates found so far, on disk before the process ends.
+    flush.flush_rollout();
+    outcome
 }

@@ -62,6 +62,19 @@ struct BundleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    bundle: String,
+    from: String,
+    to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RollbackLabels {
+    bundle: String,
+    signal: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailedLoadLabels {
     bundle: String,
     step: String,
@@ -365,6 +378,9 @@ pub struct Metrics {
     activations: Family<BundleLabels, Counter>,
     last_activation: Family<BundleLabels, Gauge>,
     failed_loads: Family<FailedLoadLabels, Counter>,
+    shadow_decisions: Family<ShadowLabels, Counter>,
+    shadow_dropped: Family<BundleLabels, Counter>,
+    rollbacks: Family<RollbackLabels, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -399,6 +415,9 @@ impl Metrics {
             activations: Family::default(),
             last_activation: Family::default(),
             failed_loads: Family::default(),
+            shadow_decisions: Family::default(),
+            shadow_dropped: Family::default(),
+            rollbacks: Family::default(),
             registry: Registry::default(),
             scraped: Arc::default(),
         };
@@ -467,6 +486,21 @@ impl Metrics {
             "bundle_failed_loads",
             "Bundle loads refused, by bundle and the step that failed",
             m.failed_loads.clone(),
+        );
+        registry.register(
+            "shadow_decisions",
+            "Sampled live decisions evaluated on a bundle's shadow candidate, by bundle, served verdict (`from`) and the candidate's (`to`, or `host-error`)",
+            m.shadow_decisions.clone(),
+        );
+        registry.register(
+            "shadow_dropped",
+            "Sampled decisions not evaluated on the shadow candidate because its queue was full, by bundle",
+            m.shadow_dropped.clone(),
+        );
+        registry.register(
+            "automatic_rollbacks",
+            "Revisions rolled back by the watch after their activation, by bundle and the signal that crossed its limit",
+            m.rollbacks.clone(),
         );
         // A gauge at 1 with the version as a label (the classic `_info` convention; the
         // OpenMetrics `info` type is not read by Prometheus's text-format tools).
@@ -580,6 +614,36 @@ impl Metrics {
                     .observe(m.memory_peak_bytes as f64);
             }
         }
+    }
+
+    /// Counts a shadow evaluation: served verdict `from`, the candidate's `to`.
+    pub fn shadow_decision(&self, bundle: &str, from: &str, to: &str) {
+        self.shadow_decisions
+            .get_or_create(&ShadowLabels {
+                bundle: bundle.to_owned(),
+                from: from.to_owned(),
+                to: to.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a sampled decision the shadow queue had no room for.
+    pub fn shadow_dropped(&self, bundle: &str) {
+        self.shadow_dropped
+            .get_or_create(&BundleLabels {
+                bundle: bundle.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an automatic rollback.
+    pub fn rollback(&self, bundle: &str, signal: &'static str) {
+        self.rollbacks
+            .get_or_create(&RollbackLabels {
+                bundle: bundle.to_owned(),
+                signal,
+            })
+            .inc();
     }
 
     /// Follows the registry's events: activations and failed loads.

@@ -1,102 +1,17 @@
 //! The API driven in-process (tower `oneshot`) and over a real socket: every endpoint, its
 //! status codes, roles and scopes, and bad input.
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use common::{Api, archive, config, token};
 use http_body_util::BodyExt;
-use rulebox_server::{AppState, Role, ServerConfig, TokenConfig, router};
+use rulebox_server::{AppState, Role, ServerConfig, router};
 use rulebox_tests::{example_bundle, write_bundle};
 use serde_json::{Value, json};
 use sha2::Digest;
 use tower::ServiceExt;
-
-fn token(name: &str, role: Role, bundles: Option<&[&str]>) -> TokenConfig {
-    TokenConfig {
-        name: name.into(),
-        sha256: hex::encode(sha2::Sha256::digest(format!("tok-{name}"))),
-        role,
-        bundles: bundles.map(|b| b.iter().map(|s| s.to_string()).collect()),
-    }
-}
-
-fn config() -> ServerConfig {
-    let mut c = ServerConfig::default();
-    c.auth.tokens = vec![
-        token("viewer", Role::Viewer, None),
-        token("evaluator", Role::Evaluator, None),
-        token("operator", Role::Operator, None),
-        token("admin", Role::Admin, None),
-        token("scoped", Role::Evaluator, Some(&["payments"])),
-        token("scoped-op", Role::Operator, Some(&["up"])),
-    ];
-    c.bundles.required = vec!["payments".into()];
-    c.limits.max_batch = 3;
-    c.limits.max_body_bytes = 4096;
-    c
-}
-
-struct Api {
-    state: AppState,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Api {
-    fn new(config: ServerConfig) -> Api {
-        let rt = rulebox_tests::rt();
-        let state = rt.block_on(async { AppState::new(config).unwrap() });
-        Api { state, rt }
-    }
-
-    fn with_payments() -> Api {
-        Api::with_config(config())
-    }
-
-    /// `config` with the payments example loaded.
-    fn with_config(config: ServerConfig) -> Api {
-        let api = Api::new(config);
-        api.rt
-            .block_on(api.state.registry().load(&example_bundle("payments")))
-            .unwrap();
-        api
-    }
-
-    fn call(
-        &self,
-        method: &str,
-        uri: &str,
-        who: Option<&str>,
-        body: Body,
-        ct: Option<&str>,
-    ) -> (StatusCode, Value, axum::http::HeaderMap) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(who) = who {
-            req = req.header(header::AUTHORIZATION, format!("Bearer tok-{who}"));
-        }
-        if let Some(ct) = ct {
-            req = req.header(header::CONTENT_TYPE, ct);
-        }
-        let req = req.body(body).unwrap();
-        self.rt.block_on(async {
-            let resp = router(self.state.clone()).oneshot(req).await.unwrap();
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-            let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            (status, json, headers)
-        })
-    }
-
-    fn json(&self, method: &str, uri: &str, who: Option<&str>, body: Value) -> (StatusCode, Value) {
-        let (s, v, _) = self.call(
-            method,
-            uri,
-            who,
-            Body::from(body.to_string()),
-            Some("application/json"),
-        );
-        (s, v)
-    }
-}
 
 const ORDER: &str = r#"{"order":{"amount":20,"currency":"EUR"},"customer":{"country":"DE","age_days":900,"verified":true}}"#;
 
@@ -301,21 +216,6 @@ fn a_batch_answers_each_item_and_one_bad_item_fails_alone() {
             .unwrap()
             .contains("over the batch limit of 3")
     );
-}
-
-/// A packed archive of a one-rule bundle named `name` at `revision`, whose golden case
-/// expects `verdict`.
-fn archive(name: &str, revision: &str, verdict: &str) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    write_bundle(
-        dir.path(),
-        &format!(
-            "[bundle]\nformat = 1\nname = \"{name}\"\nrevision = \"{revision}\"\n[[rule]]\nname = \"r\"\ncomponent = \"echo.wasm\"\nsettings = {{ verdict = \"allow\" }}\n[[test]]\ninput = {{}}\nverdict = \"{verdict}\"\n"
-        ),
-    );
-    let out = dir.path().join("b.tar.gz");
-    rulebox::bundle::pack(dir.path(), &out, None, &Default::default()).unwrap();
-    std::fs::read(out).unwrap()
 }
 
 #[test]

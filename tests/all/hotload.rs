@@ -142,6 +142,57 @@ fn history_is_bounded() {
     assert_eq!(status[0].history, ["r4", "r3"]);
 }
 
+/// A staged revision passes every step of the gate without serving; each bad revision is
+/// refused at its step by `stage` as by `load`; promotion activates it like a load (history,
+/// event), and promoting what is active already changes nothing.
+#[test]
+fn a_staged_revision_is_checked_but_serves_only_once_promoted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let rt = rt();
+    let mut events = reg.subscribe();
+    rt.block_on(reg.load(&revision_dir(tmp.path(), "r1")))
+        .unwrap();
+    let staged = rt
+        .block_on(reg.stage(&revision_dir(tmp.path(), "r2"), "hot"))
+        .unwrap();
+    assert_eq!(staged.tests_passed(), 1);
+    assert_eq!(
+        reg.get("hot").unwrap().revision(),
+        "r1",
+        "staged, not served"
+    );
+    let input = Input::from_value(json!({})).unwrap();
+    let shadowed = staged.bundle().evaluate_uncached(&input).unwrap();
+    assert_eq!(shadowed.revision, "r2");
+    assert!(shadowed.rules.iter().all(|r| !r.cached));
+    for n in 0..5 {
+        let (dir, step) = bad_revision(tmp.path(), n);
+        let failure = rt.block_on(reg.stage(&dir, "hot")).unwrap_err();
+        assert_eq!(failure.step, step, "case {n}: {failure}");
+    }
+    let failure = rt
+        .block_on(reg.stage(&revision_dir(tmp.path(), "r3"), "other"))
+        .unwrap_err();
+    assert!(failure.to_string().contains("not `other`"), "{failure}");
+
+    let a = rt.block_on(reg.promote(&staged));
+    assert_eq!(
+        (a.revision.as_str(), a.previous.as_deref(), a.unchanged),
+        ("r2", Some("r1"), false)
+    );
+    assert_eq!(reg.get("hot").unwrap().revision(), "r2");
+    assert_eq!(reg.status_of("hot").unwrap().0.history, ["r1"]);
+    assert!(rt.block_on(reg.promote(&staged)).unchanged);
+    let mut activated = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let rulebox::RegistryEvent::Activated { revision, .. } = e {
+            activated.push(revision);
+        }
+    }
+    assert_eq!(activated, ["r1", "r2"], "one event per activation");
+}
+
 #[test]
 fn every_failed_step_leaves_the_active_revision_serving() {
     let tmp = tempfile::tempdir().unwrap();

@@ -223,12 +223,29 @@ impl Bundle {
     /// Evaluates the bundle on the calling thread, one rule after another. The same result as
     /// [`Bundle::evaluate`]; for callers without a runtime and for tiny bundles.
     pub fn evaluate_sequential(&self, input: &Input) -> Result<BundleResult, Overloaded> {
+        self.sequential(input, true)
+    }
+
+    /// [`Bundle::evaluate_sequential`] without the result cache: every rule runs, nothing is
+    /// read from or written to the cache. For evaluations that must not be taken for the
+    /// serving revision's (a candidate's shadow traffic, a replay), and whose costs must be
+    /// the rules' own.
+    pub fn evaluate_uncached(&self, input: &Input) -> Result<BundleResult, Overloaded> {
+        self.sequential(input, false)
+    }
+
+    fn sequential(&self, input: &Input, cached: bool) -> Result<BundleResult, Overloaded> {
         let start = Instant::now();
         let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
         for layer in &self.layers {
             for &i in layer {
                 let upstream = self.upstream_of(i, &evals);
-                evals[i] = Some(self.rules[i].run(input, &upstream));
+                let rule = &self.rules[i];
+                evals[i] = Some(if cached {
+                    rule.run(input, &upstream)
+                } else {
+                    rule.rule.evaluate_with(input, &upstream)
+                });
                 // No verdict can come of it: do not make the rest wait for slots too.
                 self.check_overload(&[i], &evals)?;
             }
