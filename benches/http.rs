@@ -13,6 +13,7 @@
 //! `RULEBOX_HTTP_BENCH_SECS` sets each run's length (default 10).
 
 use rulebox::{Bundle, Engine, EngineConfig, Input, LoadOptions, ResultCache};
+use rulebox_benches::Server;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -174,71 +175,38 @@ fn library_rate(
 
 /// A server in this process, on its own 2-worker runtime, as `rulebox serve` runs it,
 /// serving the bundles in `bundles`; ready once every bundle answers `body`.
-struct Server {
-    addr: std::net::SocketAddr,
-    stop_tx: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), rulebox_server::ServeError>>,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Server {
-    fn start(
-        bundles: &Path,
-        body: &str,
-        log: Option<(std::path::PathBuf, rulebox_server::LogMode)>,
-        metrics: bool,
-    ) -> Server {
-        let mut config = rulebox_server::ServerConfig::default();
-        config.auth.anonymous_loopback_evaluator = true;
-        config.rate_limits.evaluator = rulebox_server::Rate {
-            per_second: 10_000_000,
-            burst: 10_000_000,
-        };
-        config.limits.max_concurrent_requests = 1024;
-        config.bundles.dir = Some(bundles.to_owned());
-        config.metrics.enabled = metrics;
-        if let Some((path, mode)) = log {
-            config.decision_log.path = Some(path);
-            config.decision_log.mode = mode;
-        }
-        let rt = rulebox_tests::rt();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = rt.spawn(rulebox_server::serve(config, listener, async {
-            let _ = stop_rx.await;
-        }));
-        for name in ["cached", "single", "uncached"] {
-            let until = Instant::now() + Duration::from_secs(120);
-            loop {
-                let (status, _) = rulebox_tests::http(
-                    &addr.to_string(),
-                    "POST",
-                    &format!("/v1/bundles/{name}/evaluate"),
-                    &[("Content-Type", "application/json")],
-                    body.as_bytes(),
-                );
-                if status == 200 {
-                    break;
-                }
-                assert!(Instant::now() < until, "bundle {name} did not load");
-                std::thread::sleep(Duration::from_millis(100));
+fn start_server(
+    bundles: &Path,
+    body: &str,
+    log: Option<(std::path::PathBuf, rulebox_server::LogMode)>,
+    metrics: bool,
+) -> Server {
+    let mut config = rulebox_benches::load_config();
+    config.bundles.dir = Some(bundles.to_owned());
+    config.metrics.enabled = metrics;
+    if let Some((path, mode)) = log {
+        config.decision_log.path = Some(path);
+        config.decision_log.mode = mode;
+    }
+    let server = Server::start(config);
+    for name in ["cached", "single", "uncached"] {
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, _) = rulebox_tests::http(
+                &server.addr.to_string(),
+                "POST",
+                &format!("/v1/bundles/{name}/evaluate"),
+                &[("Content-Type", "application/json")],
+                body.as_bytes(),
+            );
+            if status == 200 {
+                break;
             }
-        }
-        Server {
-            addr,
-            stop_tx,
-            task,
-            rt,
+            assert!(Instant::now() < until, "bundle {name} did not load");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
-
-    fn stop(self) {
-        let _ = self.stop_tx.send(());
-        let _ = self.rt.block_on(self.task);
-    }
+    server
 }
 
 fn main() {
@@ -254,7 +222,7 @@ fn main() {
     let body = format!("{{\"input\": {order}}}");
 
     // The server, in this process on its own 2-worker runtime, as `rulebox serve` runs it.
-    let server = Server::start(&bundles, &body, None, true);
+    let server = start_server(&bundles, &body, None, true);
     let addr = server.addr;
 
     // The library path: the same bundles, loaded the same way, without HTTP.
@@ -307,7 +275,7 @@ fn main() {
     let mut log_rows = Vec::new();
     for (i, (label, metrics, mode)) in configs.into_iter().enumerate() {
         let log = mode.map(|m| (dir.path().join(format!("log-{i}.sqlite")), m));
-        let server = Server::start(&bundles, &body, log, metrics);
+        let server = start_server(&bundles, &body, log, metrics);
         for workload in ["cached", "single"] {
             let http = wrk(
                 &format!("http://{}/v1/bundles/{workload}/evaluate", server.addr),

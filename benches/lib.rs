@@ -33,3 +33,53 @@ pub fn print_ratio_table(group: &str, baseline: &str, rows: &[&str]) {
         }
     }
 }
+
+/// `rulebox serve` in this process, on its own 2-worker runtime, as the binary runs it.
+pub struct Server {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), rulebox_server::ServeError>>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Server {
+    /// Serves `config` on a free loopback port.
+    pub fn start(config: rulebox_server::ServerConfig) -> Server {
+        let rt = rulebox_tests::rt();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(rulebox_server::serve(config, listener, async {
+            let _ = stop_rx.await;
+        }));
+        Server {
+            addr,
+            stop_tx,
+            task,
+            rt,
+        }
+    }
+
+    /// Stops it gracefully and waits.
+    pub fn stop(self) {
+        let _ = self.stop_tx.send(());
+        let _ = self.rt.block_on(self.task);
+    }
+}
+
+/// A server configuration for load: anonymous evaluation from loopback, limits out of the
+/// way (a rate limit or the admission limit would measure themselves, not the server).
+pub fn load_config() -> rulebox_server::ServerConfig {
+    let mut config = rulebox_server::ServerConfig::default();
+    config.auth.anonymous_loopback_evaluator = true;
+    config.rate_limits.evaluator = rulebox_server::Rate {
+        per_second: 10_000_000,
+        burst: 10_000_000,
+    };
+    config.rate_limits.operator = config.rate_limits.evaluator;
+    config.limits.max_concurrent_requests = 1024;
+    config
+}

@@ -754,8 +754,11 @@ fn decisions_lists_shows_aggregates_and_compacts_a_log_file() {
             .await
             .unwrap();
         let bundle = state.registry().get(&bundle.bundle).unwrap();
+        // The server's own retention must not take the old rows before `compact` does: its
+        // writer prunes as soon as it starts, and may start after the first entries queue.
         let log = DecisionLog::open(&rulebox_server::DecisionLogConfig {
             path: Some(file.clone()),
+            retention_days: 3650,
             ..Default::default()
         })
         .unwrap()
@@ -1011,6 +1014,40 @@ fn replay_reports_what_a_candidate_changes_on_logged_decisions() {
         report["changes"].as_array().unwrap().len() as u64,
         want.values().sum::<u64>()
     );
+    // Split over three threads or run on one, the report is the same (costs aside: they are
+    // measured), its changes newest first as the log lists them.
+    let on = |jobs: &str| {
+        let (code, mut r, err) = rulebox(
+            &[
+                "replay",
+                "--log-file",
+                &log,
+                "--candidate",
+                &candidate,
+                "--json",
+                "--jobs",
+                jobs,
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "{err}");
+        for rule in r["rules"].as_object_mut().unwrap().values_mut() {
+            rule.as_object_mut().unwrap().remove("cost");
+        }
+        r.as_object_mut().unwrap().remove("seconds");
+        r
+    };
+    let (one, three) = (on("1"), on("3"));
+    assert_eq!(one, three);
+    let ids: Vec<&str> = three["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    let mut newest_first = ids.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(ids, newest_first);
 
     // The table, with a sample and a verdict filter.
     let out = Command::new(env!("CARGO_BIN_EXE_rulebox"))

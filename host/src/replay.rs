@@ -184,6 +184,77 @@ pub struct ReplayReport {
     pub not_replayable_ids: Vec<(String, String)>,
 }
 
+impl Transitions {
+    fn merge(&mut self, other: Transitions) {
+        for (from, row) in other.0 {
+            let mine = self.0.entry(from).or_default();
+            for (to, n) in row {
+                *mine.entry(to).or_default() += n;
+            }
+        }
+    }
+}
+
+impl Cost {
+    fn merge(&mut self, o: &Cost) {
+        let mean = |a: f64, n: u64, b: f64, m: u64| {
+            if n + m == 0 {
+                0.0
+            } else {
+                (a * n as f64 + b * m as f64) / (n + m) as f64
+            }
+        };
+        self.recorded_fuel = mean(
+            self.recorded_fuel,
+            self.recorded_runs,
+            o.recorded_fuel,
+            o.recorded_runs,
+        );
+        self.recorded_wall_us = mean(
+            self.recorded_wall_us,
+            self.recorded_runs,
+            o.recorded_wall_us,
+            o.recorded_runs,
+        );
+        self.recorded_runs += o.recorded_runs;
+        self.candidate_fuel = mean(
+            self.candidate_fuel,
+            self.candidate_runs,
+            o.candidate_fuel,
+            o.candidate_runs,
+        );
+        self.candidate_wall_us = mean(
+            self.candidate_wall_us,
+            self.candidate_runs,
+            o.candidate_wall_us,
+            o.candidate_runs,
+        );
+        self.candidate_runs += o.candidate_runs;
+    }
+}
+
+impl ReplayReport {
+    /// Adds the counts of `other`, a report of other decisions on the same candidate (a
+    /// replay split across threads): matrices and counts summed, costs averaged by their
+    /// runs, listed decisions concatenated up to the limits of `options`.
+    pub fn merge(&mut self, other: ReplayReport, options: &ReplayOptions) {
+        self.replayed += other.replayed;
+        self.changed += other.changed;
+        self.not_replayable += other.not_replayable;
+        self.host_errors += other.host_errors;
+        self.verdicts.merge(other.verdicts);
+        for (rule, r) in other.rules {
+            let mine = self.rules.entry(rule).or_default();
+            mine.transitions.merge(r.transitions);
+            mine.cost.merge(&r.cost);
+        }
+        self.changes.extend(other.changes);
+        self.changes.truncate(options.max_changes);
+        self.not_replayable_ids.extend(other.not_replayable_ids);
+        self.not_replayable_ids.truncate(options.max_not_replayable);
+    }
+}
+
 /// A replay in progress: feed it recorded decisions with [`Replay::add`].
 pub struct Replay<'b> {
     bundle: &'b Bundle,
@@ -408,6 +479,41 @@ mod tests {
         assert!(!overlaps(&p("customer.country"), &name));
         assert!(overlaps(&p("a/b"), &pointer_keys("/a~1b")));
         assert!(!overlaps(&p("order.amount"), &name));
+    }
+
+    #[test]
+    fn merged_reports_sum_counts_and_weigh_costs_by_runs() {
+        let mut a = ReplayReport {
+            replayed: 3,
+            changed: 1,
+            ..Default::default()
+        };
+        a.verdicts.add("review", "deny");
+        let rule = a.rules.entry("r".into()).or_default();
+        rule.cost = Cost {
+            candidate_runs: 3,
+            candidate_fuel: 100.0,
+            ..Default::default()
+        };
+        let mut b = ReplayReport {
+            replayed: 1,
+            host_errors: 2,
+            ..Default::default()
+        };
+        b.verdicts.add("review", "deny");
+        b.verdicts.add("allow", "allow");
+        b.rules.entry("r".into()).or_default().cost = Cost {
+            candidate_runs: 1,
+            candidate_fuel: 500.0,
+            ..Default::default()
+        };
+        a.merge(b, &ReplayOptions::default());
+        assert_eq!((a.replayed, a.changed, a.host_errors), (4, 1, 2));
+        assert_eq!(a.verdicts.count("review", "deny"), 2);
+        assert_eq!(a.verdicts.count("allow", "allow"), 1);
+        let cost = &a.rules["r"].cost;
+        assert_eq!((cost.candidate_runs, cost.candidate_fuel), (4, 200.0));
+        assert_eq!(cost.recorded_fuel, 0.0);
     }
 
     #[test]

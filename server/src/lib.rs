@@ -107,12 +107,10 @@ pub async fn serve(
     let state = AppState::new(config).map_err(ServeError::Config)?;
     let _watcher = state.watch_bundles().map_err(ServeError::Config)?;
     let _polling = state.poll_bundles().map_err(ServeError::Config)?;
-    // Shadows kept from before a restart, staged again once the bundles are loaded.
-    for (bundle, restored) in state.restore_shadows().await {
-        if let Err(e) = restored {
-            tracing::warn!(%bundle, "shadow candidate not restored: {e}");
-        }
-    }
+    // Shadows kept from before a restart, staged again in the background (a candidate
+    // compiles as a load does: serving does not wait for it). Failures are logged there.
+    let restoring = state.clone();
+    tokio::spawn(async move { restoring.restore_shadows().await });
     let _reloader = reload_on_sighup(state.clone());
     let flush = state.clone();
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -371,6 +371,20 @@ fn a_shadow_is_refused_with_a_reason_and_the_active_revision_keeps_serving() {
         "a refused candidate leaves nothing behind"
     );
 
+    // A candidate that becomes active some other way (an upload here) ends its shadow.
+    let (s, _) = api.put_archive("/v1/bundles/payments?mode=shadow", "operator", good.clone());
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = api.put_archive("/v1/bundles/payments", "operator", good.clone());
+    assert_eq!(s, StatusCode::CREATED);
+    let status = wait_for(&api, "/v1/bundles/payments", |v| {
+        v["rollout"]["shadow"].is_null()
+    });
+    assert_eq!(
+        status["rollout"]["events"][0]["event"], "shadow-ended",
+        "{status}"
+    );
+    assert!(!state_dir.path().join("shadow/payments").exists());
+
     // Without a state directory a shadow could not survive a restart: refused, saying so.
     let api = Api::with_payments();
     let (s, e) = api.put_archive("/v1/bundles/payments?mode=shadow", "operator", good);

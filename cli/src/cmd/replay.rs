@@ -4,7 +4,7 @@
 use super::{Global, LoadArgs, print_json, runtime};
 use anyhow::Result;
 use rulebox::Bundle;
-use rulebox::replay::{Replay, ReplayOptions, ReplayReport};
+use rulebox::replay::{Recorded, Replay, ReplayOptions, ReplayReport};
 use rulebox_server::decisions::{Filter, LogReader, for_each_recorded};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -36,6 +36,9 @@ pub struct Args {
     /// Print the whole report as JSON.
     #[arg(long)]
     json: bool,
+    /// Threads evaluating the candidate (default: one per core).
+    #[arg(long)]
+    jobs: Option<usize>,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -80,32 +83,23 @@ pub fn run(global: &Global, args: Args) -> Result<ExitCode> {
         until_ms,
         ..Filter::default()
     };
-    let mut replay = Replay::new(
-        &candidate,
-        ReplayOptions {
-            max_changes: args.show.max(if args.json { 1000 } else { 0 }),
-            ..ReplayOptions::default()
-        },
-    );
+    let options = ReplayOptions {
+        max_changes: args.show.max(if args.json { 1000 } else { 0 }),
+        ..ReplayOptions::default()
+    };
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
     let progress = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
-    let (_, skipped) = for_each_recorded(&reader, &filter, args.limit, |rec| {
-        replay.add(rec);
-        let r = replay.report();
-        let done = r.replayed + r.not_replayable + r.host_errors;
-        if progress && done % 100 == 0 {
-            eprint!(
-                "\rreplayed {done}/{} ({} changed)\x1b[K",
-                args.limit, r.changed
-            );
-        }
-    })
-    .map_err(anyhow::Error::msg)?;
+    let (report, skipped) = replay_on(
+        &candidate, &reader, &filter, args.limit, &options, jobs, progress,
+    )?;
     if progress {
         eprintln!("\r\x1b[K");
     }
     let elapsed = started.elapsed();
-    let report = replay.finish();
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         v["unreadable"] = skipped.into();
@@ -115,6 +109,82 @@ pub fn run(global: &Global, args: Args) -> Result<ExitCode> {
         print_report(&report, args.show, skipped, elapsed);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Replays the decisions `filter` selects (at most `limit`) on `jobs` threads, the log read
+/// on this one: the merged report, its changed decisions newest first as the log lists them,
+/// and the rows that could not be read as decisions.
+fn replay_on(
+    candidate: &Bundle,
+    reader: &LogReader,
+    filter: &Filter,
+    limit: usize,
+    options: &ReplayOptions,
+    jobs: usize,
+    progress: bool,
+) -> Result<(ReplayReport, u64)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (done, changed) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Recorded>(256);
+    let rx = std::sync::Mutex::new(rx);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut replay = Replay::new(candidate, options.clone());
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(rec) = next else { break };
+                        let before = replay.report().changed;
+                        replay.add(&rec);
+                        done.fetch_add(1, Ordering::Relaxed);
+                        changed.fetch_add(replay.report().changed - before, Ordering::Relaxed);
+                    }
+                    replay.finish()
+                })
+            })
+            .collect();
+        let mut sent = 0u64;
+        let read = for_each_recorded(reader, filter, limit, |rec| {
+            // A closed channel means every worker is gone: nothing is left to feed.
+            if tx.send(rec.clone()).is_ok() {
+                sent += 1;
+            }
+            if progress && sent.is_multiple_of(100) {
+                eprint!(
+                    "\rreplayed {}/{limit} ({} changed)\x1b[K",
+                    done.load(Ordering::Relaxed),
+                    changed.load(Ordering::Relaxed)
+                );
+            }
+        });
+        drop(tx);
+        let all = ReplayOptions {
+            max_changes: usize::MAX,
+            max_not_replayable: usize::MAX,
+            ..options.clone()
+        };
+        let mut report: Option<ReplayReport> = None;
+        for worker in workers {
+            let part = worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a replay thread panicked"))?;
+            match &mut report {
+                None => report = Some(part),
+                Some(r) => r.merge(part, &all),
+            }
+        }
+        let mut report = report.unwrap_or_default();
+        // Decision ids start with their time: newest first, as the log is read.
+        report.changes.sort_by(|a, b| b.id.cmp(&a.id));
+        report.changes.truncate(options.max_changes);
+        report.not_replayable_ids.sort_by(|a, b| b.0.cmp(&a.0));
+        report
+            .not_replayable_ids
+            .truncate(options.max_not_replayable);
+        let (_, skipped) = read.map_err(anyhow::Error::msg)?;
+        Ok((report, skipped))
+    })
 }
 
 fn print_report(r: &ReplayReport, show: usize, skipped: u64, elapsed: std::time::Duration) {

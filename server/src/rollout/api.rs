@@ -23,9 +23,23 @@ impl AppState {
             E::Activated {
                 bundle,
                 revision,
-                previous: Some(previous),
+                previous,
                 ..
             } => {
+                // The candidate became active some other way (an upload, a poll): there is
+                // nothing left to compare.
+                if let (Some(shadow), Ok(active)) =
+                    (rollout.shadow(bundle), self.registry().get(bundle))
+                    && shadow.candidate.bundle().digest() == active.digest()
+                    && rollout.end_shadow(bundle).is_some()
+                {
+                    tracing::info!(bundle = %bundle, %revision, "shadow ended: its candidate is active");
+                    rollout.event(json!({
+                        "event": "shadow-ended", "bundle": bundle, "revision": revision,
+                        "why": "the candidate became active", "at_ms": crate::decisions::now_ms(),
+                    }));
+                }
+                let Some(previous) = previous else { return };
                 let live = self.live();
                 let config = &live.config.rollout.watch;
                 if !config.enabled {

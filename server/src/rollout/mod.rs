@@ -807,9 +807,35 @@ fn read_kept(path: &Path) -> Result<Kept, String> {
     serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The shadow worker's niceness: when the cores are contended, the scheduler gives serving
+/// threads (niceness 0) about ten times its share, so shadow work waits (and a full queue
+/// drops) rather than delaying answers.
+const SHADOW_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to [`SHADOW_NICE`] (Linux: niceness is
+/// per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority only reads its arguments, and
+        // PRIO_PROCESS with a thread id changes that thread alone.
+        let done = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, SHADOW_NICE)
+        };
+        if done != 0 {
+            tracing::warn!(
+                "the shadow worker keeps normal priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// The shadow worker: evaluates what is queued, writes the reports that changed every
 /// [`FLUSH_EVERY`], and all of them when the queue closes.
 fn work(rx: Receiver<Sampled>, metrics: Option<Arc<Metrics>>) {
+    lower_priority();
     let mut seen: Vec<Arc<Shadow>> = Vec::new();
     let mut flushed = Instant::now();
     loop {
@@ -851,6 +877,20 @@ fn work(rx: Receiver<Sampled>, metrics: Option<Arc<Metrics>>) {
 #[cfg(test)]
 mod tests {
     use super::chosen;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_worker_thread_alone_runs_at_lower_priority() {
+        let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let worker = std::thread::spawn(|| {
+            super::lower_priority();
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+        })
+        .join()
+        .unwrap();
+        assert!(worker >= super::SHADOW_NICE, "{worker}");
+        assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, before);
+    }
 
     #[test]
     fn the_sample_takes_its_share_of_consecutive_decisions() {
