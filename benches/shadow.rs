@@ -5,10 +5,10 @@
 //! For each: an open-loop load at a fixed rate (40% of the no-shadow capacity that `wrk`
 //! measures first), latency taken from each request's scheduled send time (so a stall counts
 //! in full, with no coordinated omission): p50, p99, p99.9; then `wrk` at saturation for the
-//! throughput. Ratios are against the no-shadow row of the same run.
+//! throughput. Ratios are against the no-shadow setting of the same round; medians over rounds.
 //!
 //! Run: `cargo bench -p rulebox-benches --bench shadow` (needs `wrk`). `SHADOW_BENCH_SECS`
-//! sets each run's length (default 10).
+//! sets each run's length (default 5), `SHADOW_BENCH_ROUNDS` the rounds (default 3).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -117,12 +117,22 @@ fn open_loop(
                             return mine;
                         }
                         let due = start + Duration::from_secs_f64(i as f64 / rate);
+                        // Late because the previous answer was late: counted from `due` (no
+                        // coordinated omission). Idle until `due`: counted from the wake-up,
+                        // so the timer's millisecond granularity is not taken for the
+                        // server's.
+                        let idle = tokio::time::Instant::now() < due;
                         tokio::time::sleep_until(due).await;
+                        let sent = if idle {
+                            tokio::time::Instant::now()
+                        } else {
+                            due
+                        };
                         let status = conn.send(&requests[i as usize % requests.len()]).await;
                         if status != 200 {
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
-                        mine.push(due.elapsed().as_micros() as u64);
+                        mine.push(sent.elapsed().as_micros() as u64);
                     }
                 })
             })
@@ -188,11 +198,31 @@ fn operator(
     )
 }
 
+/// The shadow's counts once its worker has drained the queue: (sampled, evaluated,
+/// dropped, changed).
+fn shadow_counts(addr: std::net::SocketAddr, token: &str) -> (u64, u64, u64, u64) {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, body) = operator(addr, token, "GET", "/v1/bundles/payments/shadow", b"");
+        assert_eq!(s, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let n = |k: &str| v[k].as_u64().unwrap();
+        let counts = (n("sampled"), n("evaluated"), n("dropped"), n("changed"));
+        if counts.1 + counts.2 + n("host_errors") >= counts.0 || Instant::now() > until {
+            return counts;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn main() {
-    let secs: u64 = std::env::var("SHADOW_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let (secs, rounds) = (env("SHADOW_BENCH_SECS", 5), env("SHADOW_BENCH_ROUNDS", 3));
     let dir = tempfile::tempdir().unwrap();
     // The payments example, uncached, so that every request evaluates its three rules (as
     // every shadow evaluation does): the candidate costs what the request does.
@@ -256,71 +286,103 @@ fn main() {
     let (capacity, _) = wrk(addr, &one_body, secs, dir.path());
     let rate = (capacity * 0.4).round();
 
-    let mut rows = Vec::new();
-    for sample in [None, Some(0.1), Some(1.0)] {
-        if let Some(share) = sample {
-            let (s, body) = operator(
-                addr,
-                &token,
-                "PUT",
-                &format!("/v1/bundles/payments?mode=shadow&sample={share}"),
-                &candidate,
-            );
-            assert_eq!(s, 201, "{body}");
+    // Rounds of the three settings in turn: each ratio is taken within its round, and the
+    // table shows medians over rounds (this machine's noise moves a single run by 1.3x).
+    let samples = [None, Some(0.1), Some(1.0)];
+    let mut rows: Vec<Row> = samples.iter().map(|_| Row::default()).collect();
+    for _ in 0..rounds {
+        for (sample, row) in samples.iter().zip(rows.iter_mut()) {
+            if let Some(share) = sample {
+                let (s, body) = operator(
+                    addr,
+                    &token,
+                    "PUT",
+                    &format!("/v1/bundles/payments?mode=shadow&sample={share}"),
+                    &candidate,
+                );
+                assert_eq!(s, 201, "{body}");
+            }
+            let (mut lat, failed) = open_loop(addr, &bodies, rate, secs);
+            lat.sort_unstable();
+            let open = sample.map(|_| shadow_counts(addr, &token));
+            let (saturated, non_2xx) = wrk(addr, &one_body, secs, dir.path());
+            let total = sample.map(|_| shadow_counts(addr, &token));
+            if sample.is_some() {
+                let (s, _) = operator(addr, &token, "DELETE", "/v1/bundles/payments/shadow", b"");
+                assert_eq!(s, 204);
+            }
+            assert!(!non_2xx && failed == 0, "a request failed");
+            row.p50.push(quantile(&lat, 0.5) as f64);
+            row.p99.push(quantile(&lat, 0.99) as f64);
+            row.p999.push(quantile(&lat, 0.999) as f64);
+            row.rps.push(saturated);
+            if let (Some(o), Some(t)) = (open, total) {
+                row.open = add(row.open, o);
+                // The saturated phase alone: the totals less the open loop's.
+                row.saturated = add(row.saturated, (t.0 - o.0, t.1 - o.1, t.2 - o.2, t.3 - o.3));
+            }
         }
-        let (mut lat, failed) = open_loop(addr, &bodies, rate, secs);
-        lat.sort_unstable();
-        let (saturated, non_2xx) = wrk(addr, &one_body, secs, dir.path());
-        // Let the worker drain, then read what the shadow did.
-        std::thread::sleep(Duration::from_millis(500));
-        let shadow = sample.map(|_| {
-            let (s, body) = operator(addr, &token, "GET", "/v1/bundles/payments/shadow", b"");
-            assert_eq!(s, 200, "{body}");
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-            let (s, _) = operator(addr, &token, "DELETE", "/v1/bundles/payments/shadow", b"");
-            assert_eq!(s, 204);
-            (
-                v["sampled"].as_u64().unwrap(),
-                v["evaluated"].as_u64().unwrap(),
-                v["dropped"].as_u64().unwrap(),
-                v["changed"].as_u64().unwrap(),
-            )
-        });
-        assert!(!non_2xx && failed == 0, "a request failed");
-        rows.push((sample, lat, saturated, shadow));
+        let (p99, rps) = (*rows[0].p99.last().unwrap(), *rows[0].rps.last().unwrap());
+        for row in &mut rows {
+            row.p99_ratio.push(row.p99.last().unwrap() / p99);
+            row.rps_ratio.push(row.rps.last().unwrap() / rps);
+        }
     }
     server.stop();
 
     println!();
     println!(
-        "Shadowing's cost to the request path: payments uncached (3 rules), `rulebox serve` in-process on 2 workers, one run, this machine"
+        "Shadowing's cost to the request path: payments uncached (3 rules), `rulebox serve` in-process on 2 workers, this machine; medians of {rounds} interleaved rounds"
     );
     println!(
-        "open loop at {rate:.0} req/s (40% of the {capacity:.0} req/s wrk measured without a shadow), {CONNECTIONS} connections, 500 varied orders, latency from the scheduled send; then wrk -t2 -c32 at saturation"
+        "open loop at {rate:.0} req/s (40% of the {capacity:.0} req/s wrk measured without a shadow), {CONNECTIONS} connections, 500 varied orders, {secs} s, latency from the scheduled send; then wrk -t2 -c32 at saturation, {secs} s"
     );
     println!(
-        "| shadow sample | p50 µs | p99 µs | p99.9 µs | p99 vs none | saturated req/s | vs none | shadow sampled | evaluated | dropped | changed |"
+        "| shadow sample | p50 µs | p99 µs | p99.9 µs | p99 vs none | open loop: sampled / evaluated / dropped | saturated req/s | vs none | saturated: sampled / evaluated / dropped |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    let (base_p99, base_rps) = (quantile(&rows[0].1, 0.99), rows[0].2);
-    for (sample, lat, rps, shadow) in &rows {
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let counts = |(s, e, d, _): (u64, u64, u64, u64), shadowed: bool| {
+        if shadowed {
+            format!("{s} / {e} / {d}")
+        } else {
+            "–".to_owned()
+        }
+    };
+    for (sample, row) in samples.iter().zip(&rows) {
         let label = sample.map_or("none".to_owned(), |s| format!("{:.0}%", s * 100.0));
-        let p99 = quantile(lat, 0.99);
-        let (sampled, evaluated, dropped, changed) = shadow.map_or(
-            (
-                "–".to_owned(),
-                "–".to_owned(),
-                "–".to_owned(),
-                "–".to_owned(),
-            ),
-            |(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()),
-        );
         println!(
-            "| {label} | {} | {p99} | {} | {:.2}x | {rps:.0} | {:.2}x | {sampled} | {evaluated} | {dropped} | {changed} |",
-            quantile(lat, 0.5),
-            quantile(lat, 0.999),
-            p99 as f64 / base_p99 as f64,
-            rps / base_rps,
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.2}x | {} | {:.0} | {:.2}x | {} |",
+            median(&row.p50),
+            median(&row.p99),
+            median(&row.p999),
+            median(&row.p99_ratio),
+            counts(row.open, sample.is_some()),
+            median(&row.rps),
+            median(&row.rps_ratio),
+            counts(row.saturated, sample.is_some()),
         );
     }
+}
+
+/// One setting's measurements over the rounds.
+#[derive(Default)]
+struct Row {
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    p999: Vec<f64>,
+    p99_ratio: Vec<f64>,
+    rps: Vec<f64>,
+    rps_ratio: Vec<f64>,
+    open: (u64, u64, u64, u64),
+    saturated: (u64, u64, u64, u64),
+}
+
+fn add(a: (u64, u64, u64, u64), b: (u64, u64, u64, u64)) -> (u64, u64, u64, u64) {
+    (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }

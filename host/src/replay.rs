@@ -291,20 +291,6 @@ impl<'b> Replay<'b> {
         }
     }
 
-    /// Goes on with a replay whose report so far is `report` (kept across a restart): what
-    /// is added from now on is counted with it.
-    pub fn resume(
-        candidate: &'b Bundle,
-        options: ReplayOptions,
-        report: ReplayReport,
-    ) -> Replay<'b> {
-        Replay {
-            bundle: candidate,
-            options,
-            report,
-        }
-    }
-
     /// Why `rec` cannot be replayed on the candidate, if it cannot.
     fn masked_reader(&self, rec: &Recorded) -> Option<String> {
         for pointer in &rec.masked {

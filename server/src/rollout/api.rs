@@ -1,7 +1,7 @@
 //! The rollout API: shadow candidates (stage, report, promote, discard), background replays,
 //! and the server's side of the watch (starting it on activations, rolling back).
 
-use super::{Baseline, KEPT_JOBS, judge_guard, lock, run_job, to_allow};
+use super::{Baseline, KEPT_JOBS, judge_guard, run_job, to_allow};
 use crate::api::{AppState, Caller};
 use crate::auth::{Action, Principal};
 use crate::error::ApiError;
@@ -332,7 +332,7 @@ pub(crate) async fn promote(
     }
     let rollout = state.rollout();
     let shadow = rollout.shadow(&name).ok_or_else(|| no_shadow(&name))?;
-    let report = lock(&shadow.report).clone();
+    let report = shadow.report();
     let live = state.live();
     let verdict = live
         .config

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 mod api;
 pub(crate) use api::{delete_shadow, get_replay, get_shadow, promote, put_shadow, start_replay};
 
-/// How often the shadow worker writes the reports that changed.
-const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// How often the shadow worker publishes and writes the reports that changed.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Changed decisions a shadow report lists (by decision id); the rest are only counted.
 const SHADOW_CHANGES: usize = 100;
 /// The largest `shadow.json` read back at start.
@@ -68,10 +68,18 @@ pub(crate) struct Shadow {
     since_ms: u64,
     sample: f64,
     by: String,
-    pub(crate) report: Mutex<ReplayReport>,
+    /// The report as the worker builds it: only the worker (and a graceful stop) locks it,
+    /// and never while it evaluates.
+    working: Mutex<ReplayReport>,
+    /// The report as readers see it, published by the worker every [`FLUSH_EVERY`]: a
+    /// reader never waits on the worker, which runs at the lowest priority and may be kept
+    /// off the cores for a while.
+    published: arc_swap::ArcSwap<ReplayReport>,
+    /// Held while the report is written and while a closed shadow's files are removed.
+    writing: Mutex<()>,
     sampled: AtomicU64,
     dropped: AtomicU64,
-    /// Changed since last written.
+    /// Changed since last published and written.
     dirty: AtomicBool,
     /// Promoted or discarded: nothing more is evaluated or written.
     closed: AtomicBool,
@@ -89,24 +97,68 @@ fn shadow_options() -> ReplayOptions {
 }
 
 impl Shadow {
+    fn new(
+        candidate: Staged,
+        (since_ms, sample, by): (u64, f64, String),
+        report: ReplayReport,
+        (sampled, dropped): (u64, u64),
+        dir: PathBuf,
+    ) -> Shadow {
+        Shadow {
+            candidate,
+            since_ms,
+            sample,
+            by,
+            published: arc_swap::ArcSwap::from_pointee(report.clone()),
+            working: Mutex::new(report),
+            writing: Mutex::new(()),
+            sampled: AtomicU64::new(sampled),
+            dropped: AtomicU64::new(dropped),
+            dirty: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            dir,
+        }
+    }
+
+    /// The report as last published.
+    pub(crate) fn report(&self) -> Arc<ReplayReport> {
+        self.published.load_full()
+    }
+
     /// Evaluates a sampled decision on the candidate: its verdict, or `host-error`.
     fn evaluate(&self, rec: &Recorded) -> &'static str {
-        let mut report = lock(&self.report);
         if self.closed.load(Ordering::Relaxed) {
             return "closed";
         }
-        let mut replay = Replay::resume(
-            self.candidate.bundle(),
-            shadow_options(),
-            std::mem::take(&mut *report),
-        );
-        let verdict = replay.add(rec);
-        *report = replay.finish();
+        let mut one = Replay::new(self.candidate.bundle(), shadow_options());
+        let verdict = one.add(rec);
+        lock(&self.working).merge(one.finish(), &shadow_options());
         self.dirty.store(true, Ordering::Relaxed);
         verdict.map_or("host-error", |v| v.as_str())
     }
 
+    /// Publishes the working report and writes it, if it changed.
+    fn publish(&self) {
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let report = lock(&self.working).clone();
+        self.published.store(Arc::new(report.clone()));
+        let _writing = lock(&self.writing);
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let kept = self.kept_with(report);
+        if let Err(e) = write_atomic(&self.dir.join(KEPT_FILE), &kept) {
+            tracing::warn!(bundle = %kept.report.bundle, "shadow report not kept: {e}");
+        }
+    }
+
     fn kept(&self) -> Kept {
+        self.kept_with(ReplayReport::clone(&self.report()))
+    }
+
+    fn kept_with(&self, report: ReplayReport) -> Kept {
         Kept {
             revision: self.candidate.bundle().revision().to_owned(),
             digest: self.candidate.bundle().digest().to_owned(),
@@ -115,19 +167,7 @@ impl Shadow {
             by: self.by.clone(),
             sampled: self.sampled.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
-            report: lock(&self.report).clone(),
-        }
-    }
-
-    /// Writes the report (atomically: a crash leaves the previous one).
-    fn persist(&self) {
-        if self.closed.load(Ordering::Relaxed) {
-            return;
-        }
-        self.dirty.store(false, Ordering::Relaxed);
-        let kept = self.kept();
-        if let Err(e) = write_atomic(&self.dir.join(KEPT_FILE), &kept) {
-            tracing::warn!(bundle = %kept.report.bundle, "shadow report not kept: {e}");
+            report,
         }
     }
 
@@ -440,22 +480,18 @@ impl Rollout {
         archive
             .persist(dir.join(CANDIDATE_FILE))
             .map_err(|e| format!("cannot keep the candidate in {}: {e}", dir.display()))?;
-        let shadow = Arc::new(Shadow {
-            since_ms: crate::decisions::now_ms(),
-            sample,
-            by: by.to_owned(),
-            report: Mutex::new(ReplayReport {
-                bundle: bundle.clone(),
-                revision: candidate.bundle().revision().to_owned(),
-                ..Default::default()
-            }),
+        let report = ReplayReport {
+            bundle: bundle.clone(),
+            revision: candidate.bundle().revision().to_owned(),
+            ..Default::default()
+        };
+        let shadow = Arc::new(Shadow::new(
             candidate,
-            sampled: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            dirty: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
+            (crate::decisions::now_ms(), sample, by.to_owned()),
+            report,
+            (0, 0),
             dir,
-        });
+        ));
         write_atomic(&shadow.dir.join(KEPT_FILE), &shadow.kept())?;
         self.insert(shadow);
         Ok(replaced.map(|s| s.candidate.bundle().revision().to_owned()))
@@ -473,11 +509,7 @@ impl Rollout {
         let mut map = HashMap::clone(&self.shadows.load());
         let shadow = map.remove(bundle)?;
         self.shadows.store(Arc::new(map));
-        // Under the report's lock: the worker is not between its check and its write.
-        {
-            let _report = lock(&shadow.report);
-            shadow.closed.store(true, Ordering::Relaxed);
-        }
+        shadow.closed.store(true, Ordering::Relaxed);
         Some(shadow)
     }
 
@@ -485,20 +517,24 @@ impl Rollout {
     pub(crate) fn end_shadow(&self, bundle: &str) -> Option<Arc<Shadow>> {
         let _changing = lock(&self.changing);
         let shadow = self.close_shadow(bundle)?;
-        if let Err(e) = std::fs::remove_dir_all(&shadow.dir) {
-            tracing::warn!(
-                bundle,
-                "shadow files not removed from {}: {e}",
-                shadow.dir.display()
-            );
+        {
+            // Not while the worker writes the report (it checks `closed` first, under this lock).
+            let _writing = lock(&shadow.writing);
+            if let Err(e) = std::fs::remove_dir_all(&shadow.dir) {
+                tracing::warn!(
+                    bundle,
+                    "shadow files not removed from {}: {e}",
+                    shadow.dir.display()
+                );
+            }
         }
         Some(shadow)
     }
 
-    /// Writes every shadow's report now (a graceful stop does it too).
+    /// Publishes and writes every shadow's report now (a graceful stop does it too).
     pub(crate) fn flush(&self) {
         for shadow in self.shadows() {
-            shadow.persist();
+            shadow.publish();
         }
     }
 
@@ -535,18 +571,13 @@ impl Rollout {
                     ));
                 }
                 let revision = kept.revision.clone();
-                let shadow = Arc::new(Shadow {
+                let shadow = Arc::new(Shadow::new(
                     candidate,
-                    since_ms: kept.since_ms,
-                    sample: kept.sample.clamp(0.0, 1.0),
-                    by: kept.by,
-                    report: Mutex::new(kept.report),
-                    sampled: AtomicU64::new(kept.sampled),
-                    dropped: AtomicU64::new(kept.dropped),
-                    dirty: AtomicBool::new(false),
-                    closed: AtomicBool::new(false),
-                    dir: path.clone(),
-                });
+                    (kept.since_ms, kept.sample.clamp(0.0, 1.0), kept.by),
+                    kept.report,
+                    (kept.sampled, kept.dropped),
+                    path.clone(),
+                ));
                 let _changing = lock(&self.changing);
                 self.insert(shadow);
                 Ok(revision)
@@ -740,14 +771,10 @@ pub(crate) fn run_job(
     records: impl FnOnce(&mut dyn FnMut(&Recorded)) -> Result<(u64, u64), String>,
 ) {
     let mut add = |rec: &Recorded| {
-        let mut report = lock(&job.report);
-        let mut replay = Replay::resume(
-            candidate,
-            ReplayOptions::default(),
-            std::mem::take(&mut *report),
-        );
-        replay.add(rec);
-        *report = replay.finish();
+        // Evaluated outside the lock: a reader of the progress never waits on a rule.
+        let mut one = Replay::new(candidate, ReplayOptions::default());
+        one.add(rec);
+        lock(&job.report).merge(one.finish(), &ReplayOptions::default());
     };
     let outcome = records(&mut add);
     job.finished_ms
@@ -807,22 +834,17 @@ fn read_kept(path: &Path) -> Result<Kept, String> {
     serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The shadow worker's niceness: when the cores are contended, the scheduler gives serving
-/// threads (niceness 0) about ten times its share, so shadow work waits (and a full queue
-/// drops) rather than delaying answers.
-const SHADOW_NICE: i32 = 10;
-
-/// Lowers the calling thread's scheduling priority to [`SHADOW_NICE`] (Linux: niceness is
-/// per thread).
+/// Moves the calling thread to Linux's `SCHED_IDLE` class: it runs on a core only when no
+/// ordinary thread wants it, and an ordinary thread that wakes takes the core at once. The
+/// shadow worker then never delays an answer by more than a context switch; when the cores
+/// stay busy its queue fills and drops, as it is meant to.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: gettid has no preconditions; setpriority only reads its arguments, and
-        // PRIO_PROCESS with a thread id changes that thread alone.
-        let done = unsafe {
-            let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, SHADOW_NICE)
-        };
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid sched_param for the call's duration; pid 0 is the
+        // calling thread, the only one changed.
+        let done = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
         if done != 0 {
             tracing::warn!(
                 "the shadow worker keeps normal priority: {}",
@@ -862,9 +884,7 @@ fn work(rx: Receiver<Sampled>, metrics: Option<Arc<Metrics>>) {
         if done || flushed.elapsed() >= FLUSH_EVERY {
             seen.retain(|s| !s.closed.load(Ordering::Relaxed));
             for s in &seen {
-                if s.dirty.load(Ordering::Relaxed) {
-                    s.persist();
-                }
+                s.publish();
             }
             flushed = Instant::now();
         }
@@ -880,16 +900,15 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn the_worker_thread_alone_runs_at_lower_priority() {
-        let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    fn the_worker_thread_alone_runs_when_the_cores_are_idle() {
         let worker = std::thread::spawn(|| {
             super::lower_priority();
-            unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+            unsafe { libc::sched_getscheduler(0) }
         })
         .join()
         .unwrap();
-        assert!(worker >= super::SHADOW_NICE, "{worker}");
-        assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, before);
+        assert_eq!(worker, libc::SCHED_IDLE);
+        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
     }
 
     #[test]
