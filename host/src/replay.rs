@@ -336,9 +336,20 @@ impl<'b> Replay<'b> {
                 return None;
             }
         };
+        self.evaluate(rec, &input)
+    }
+
+    /// [`Replay::add`] for a decision whose input is at hand unmasked and parsed (a live
+    /// decision sampled for a shadow candidate): `rec.input` is not read, nothing is
+    /// masked, and the input is not copied.
+    pub fn add_input(&mut self, rec: &Recorded, input: &Input) -> Option<crate::Verdict> {
+        self.evaluate(rec, input)
+    }
+
+    fn evaluate(&mut self, rec: &Recorded, input: &Input) -> Option<crate::Verdict> {
         // Never through the result cache: nothing the candidate decides may be served, and
         // its costs must be its rules' own.
-        match self.bundle.evaluate_uncached(&input) {
+        match self.bundle.evaluate_uncached(input) {
             Ok(result) => {
                 self.tally(rec, &result);
                 Some(result.verdict)

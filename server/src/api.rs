@@ -122,7 +122,10 @@ impl AppState {
             crate::alerts::Alerts::open(&config.alerts, config.decision_log.path.as_deref())?;
         let rollout = crate::rollout::Rollout::new(
             config.bundles.state_dir.as_deref(),
-            config.rollout.shadow_queue,
+            (
+                config.rollout.shadow_queue,
+                config.rollout.shadow_queue_bytes,
+            ),
             metrics_on.then(|| metrics.clone()),
         );
         let mut id = [0u8; 4];
@@ -294,7 +297,8 @@ impl AppState {
             ("bundles", bundles(&new) == bundles(&old.config)),
             (
                 "rollout.shadow_queue",
-                new.rollout.shadow_queue == old.config.rollout.shadow_queue,
+                new.rollout.shadow_queue == old.config.rollout.shadow_queue
+                    && new.rollout.shadow_queue_bytes == old.config.rollout.shadow_queue_bytes,
             ),
         ] {
             if !same {

@@ -58,6 +58,10 @@ pub struct RolloutConfig {
     /// Sampled decisions waiting for the shadow worker; more are dropped and counted, never
     /// waited for. Applies at start. Default 1000.
     pub shadow_queue: usize,
+    /// The most JSON bytes of sampled inputs waiting (so that large inputs cannot hold the
+    /// memory the count allows); beyond, sampled decisions are dropped and counted. Applies
+    /// at start. Default 32 MiB.
+    pub shadow_queue_bytes: usize,
     /// Refuse to promote a shadow candidate whose sampled verdicts moved too much (an
     /// operator can override it with a reason). Default: none (promotion is not judged).
     pub guard: Option<PromotionGuard>,
@@ -71,6 +75,7 @@ impl Default for RolloutConfig {
         RolloutConfig {
             shadow_sample: 0.1,
             shadow_queue: 1000,
+            shadow_queue_bytes: 32 << 20,
             guard: None,
             watch: WatchConfig::default(),
         }
@@ -841,6 +846,9 @@ impl ServerConfig {
         }
         if r.shadow_queue == 0 {
             return Err("rollout.shadow_queue: must be at least 1".into());
+        }
+        if r.shadow_queue_bytes < 1024 {
+            return Err("rollout.shadow_queue_bytes: must be at least 1024".into());
         }
         if let Some(g) = &r.guard {
             for (key, pct) in [

@@ -595,3 +595,39 @@ fn a_revision_that_starts_timing_out_is_rolled_back_without_a_failed_request() {
         assert_eq!(evaluate()["revision"], "1");
     }
 }
+
+/// The shadow queue's byte budget: a sampled input too large for it is dropped and counted
+/// (never waited for, never failing the request), while small ones are evaluated.
+#[test]
+fn sampled_inputs_beyond_the_queue_budget_are_dropped_and_counted() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let log_dir = tempfile::tempdir().unwrap();
+    let mut c = shadow_config(state_dir.path(), &log_dir.path().join("d.db"));
+    c.rollout.shadow_queue_bytes = 1024;
+    let api = Api::with_config(c);
+    let (s, _) = api.put_archive(
+        "/v1/bundles/payments?mode=shadow&sample=1",
+        "operator",
+        lower_limit("max = 8000", "revision = \"2\""),
+    );
+    assert_eq!(s, StatusCode::CREATED);
+    let orders = payment_orders(3);
+    serve(&api, &orders, "2026.11.22-1");
+    let mut big = orders[0].clone();
+    big["note"] = "x".repeat(2000).into();
+    serve(&api, &[big], "2026.11.22-1");
+    let shadow = wait_for(&api, "/v1/bundles/payments/shadow", |v| v["evaluated"] == 3);
+    assert_eq!(
+        (&shadow["sampled"], &shadow["dropped"]),
+        (&json!(4), &json!(1)),
+        "{shadow}"
+    );
+    let metrics = api.text("/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            "rulebox_shadow_dropped_total{bundle=\"payments\"}"
+        ),
+        Some(1.0)
+    );
+}

@@ -126,12 +126,12 @@ impl Shadow {
     }
 
     /// Evaluates a sampled decision on the candidate: its verdict, or `host-error`.
-    fn evaluate(&self, rec: &Recorded) -> &'static str {
+    fn evaluate(&self, rec: &Recorded, input: &Input) -> &'static str {
         if self.closed.load(Ordering::Relaxed) {
             return "closed";
         }
         let mut one = Replay::new(self.candidate.bundle(), shadow_options());
-        let verdict = one.add(rec);
+        let verdict = one.add_input(rec, input);
         lock(&self.working).merge(one.finish(), &shadow_options());
         self.dirty.store(true, Ordering::Relaxed);
         verdict.map_or("host-error", |v| v.as_str())
@@ -254,7 +254,12 @@ fn write_atomic(path: &Path, value: &impl Serialize) -> Result<(), String> {
 /// A sampled live decision on its way to the shadow worker.
 struct Sampled {
     shadow: Arc<Shadow>,
+    /// What was decided (its input is in `input`).
     rec: Recorded,
+    /// The request's own input (shared, not copied).
+    input: Input,
+    /// Its size as JSON text, counted against the queue's byte budget.
+    bytes: u64,
 }
 
 /// Where a decision's sample falls: the same spread whatever the traffic's shape.
@@ -354,6 +359,10 @@ pub(crate) struct Rollout {
     /// Serializes changes to `shadows`.
     changing: Mutex<()>,
     queue: Option<SyncSender<Sampled>>,
+    /// JSON bytes of the inputs queued, and their budget: a few large inputs must not hold
+    /// as much memory as the queue's count allows.
+    queued_bytes: Arc<AtomicU64>,
+    max_queued_bytes: u64,
     worker: Option<std::thread::JoinHandle<()>>,
     seq: AtomicU64,
     watches: Mutex<HashMap<String, Watch>>,
@@ -378,14 +387,16 @@ impl Rollout {
     /// sampled decisions, counted in `metrics` when given.
     pub(crate) fn new(
         state_dir: Option<&Path>,
-        queue: usize,
+        (queue, max_queued_bytes): (usize, usize),
         metrics: Option<Arc<Metrics>>,
     ) -> Rollout {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue);
         let for_worker = metrics.clone();
+        let queued_bytes = Arc::new(AtomicU64::new(0));
+        let bytes = queued_bytes.clone();
         let worker = std::thread::Builder::new()
             .name("rulebox-shadow".into())
-            .spawn(move || work(rx, for_worker))
+            .spawn(move || work(rx, for_worker, bytes))
             .map_err(|e| tracing::error!("the shadow worker did not start: {e}"))
             .ok();
         Rollout {
@@ -393,6 +404,8 @@ impl Rollout {
             shadows: Default::default(),
             changing: Mutex::new(()),
             queue: worker.is_some().then_some(tx),
+            queued_bytes,
+            max_queued_bytes: max_queued_bytes as u64,
             worker,
             seq: AtomicU64::new(0),
             watches: Mutex::default(),
@@ -428,11 +441,29 @@ impl Rollout {
         }
         let Some(queue) = &self.queue else { return };
         shadow.sampled.fetch_add(1, Ordering::Relaxed);
-        let job = Sampled {
-            shadow: shadow.clone(),
-            rec: Recorded::from_result(decision_id, input.value().clone(), result),
+        let bytes = input.text().len() as u64;
+        let within = self
+            .queued_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                (q + bytes <= self.max_queued_bytes).then_some(q + bytes)
+            })
+            .is_ok();
+        let sent = within && {
+            let job = Sampled {
+                shadow: shadow.clone(),
+                rec: Recorded::from_result(decision_id, Value::Null, result),
+                input: input.clone(),
+                bytes,
+            };
+            match queue.try_send(job) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    false
+                }
+            }
         };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = queue.try_send(job) {
+        if !sent {
             shadow.dropped.fetch_add(1, Ordering::Relaxed);
             shadow.dirty.store(true, Ordering::Relaxed);
             if let Some(m) = &self.metrics {
@@ -856,14 +887,15 @@ fn lower_priority() {
 
 /// The shadow worker: evaluates what is queued, writes the reports that changed every
 /// [`FLUSH_EVERY`], and all of them when the queue closes.
-fn work(rx: Receiver<Sampled>, metrics: Option<Arc<Metrics>>) {
+fn work(rx: Receiver<Sampled>, metrics: Option<Arc<Metrics>>, queued_bytes: Arc<AtomicU64>) {
     lower_priority();
     let mut seen: Vec<Arc<Shadow>> = Vec::new();
     let mut flushed = Instant::now();
     loop {
         let done = match rx.recv_timeout(FLUSH_EVERY) {
             Ok(job) => {
-                let to = job.shadow.evaluate(&job.rec);
+                let to = job.shadow.evaluate(&job.rec, &job.input);
+                queued_bytes.fetch_sub(job.bytes, Ordering::Relaxed);
                 if to != "closed" {
                     if let Some(m) = &metrics {
                         m.shadow_decision(
