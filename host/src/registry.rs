@@ -302,8 +302,12 @@ impl Registry {
     }
 
     /// Reads, verifies and compiles `path` (off the async workers), refusing a bundle not
-    /// named `expected`.
-    async fn read(&self, path: &Path, expected: Option<&str>) -> Result<Bundle, LoadFailure> {
+    /// named `expected`. A failure comes with the bundle it concerns, when known.
+    async fn read(
+        &self,
+        path: &Path,
+        expected: Option<&str>,
+    ) -> Result<Bundle, (LoadFailure, Option<String>)> {
         let engine = self.engine.clone();
         let options = self.config.load.clone();
         let owned = path.to_owned();
@@ -318,10 +322,7 @@ impl Registry {
                 )
             })
             .and_then(|r| r.map_err(|e| fail(path, e)));
-        let bundle = match loaded {
-            Ok(b) => b,
-            Err(f) => return Err(self.failed(f, None)),
-        };
+        let bundle = loaded.map_err(|f| (f, None))?;
         let name = bundle.name();
         if let Some(expected) = expected
             && expected != name
@@ -331,7 +332,7 @@ impl Registry {
                 "bundle.name",
                 format!("the bundle is named `{name}`, not `{expected}`"),
             ));
-            return Err(self.failed(fail(path, error), Some(expected)));
+            return Err((fail(path, error), Some(expected.to_owned())));
         }
         Ok(bundle)
     }
@@ -344,10 +345,7 @@ impl Registry {
         }
         let report = bundle.run_tests().await;
         let n = report.cases.len();
-        match report.into_result() {
-            Ok(_) => Ok(n),
-            Err(e) => Err(self.failed(fail(path, e), Some(bundle.name()))),
-        }
+        report.into_result().map(|_| n).map_err(|e| fail(path, e))
     }
 
     async fn load_inner(
@@ -355,14 +353,20 @@ impl Registry {
         path: &Path,
         expected: Option<&str>,
     ) -> Result<Activation, LoadFailure> {
-        let bundle = self.read(path, expected).await?;
+        let bundle = self
+            .read(path, expected)
+            .await
+            .map_err(|(f, name)| self.failed(f, name.as_deref()))?;
         let lock = self.name_lock(bundle.name());
         let _serial = lock.lock().await;
         if let Some(unchanged) = self.unchanged(&bundle) {
             // The active revision again (a re-upload, a poll, a touched file): nothing to do.
             return Ok(unchanged);
         }
-        let tests_passed = self.test(path, &bundle).await?;
+        let tests_passed = self
+            .test(path, &bundle)
+            .await
+            .map_err(|f| self.failed(f, Some(bundle.name())))?;
         Ok(self.activate_checked(Arc::new(bundle), tests_passed))
     }
 
@@ -403,9 +407,10 @@ impl Registry {
     /// Puts a bundle through the whole gate [`Registry::load_as`] does (read, verify,
     /// compile, golden cases) without activating it: a candidate to evaluate beside the
     /// active revision (replay, shadow traffic) and to [`promote`](Registry::promote) later.
-    /// A failure is recorded and sent as an event, as a failed load is.
+    /// A failure is the caller's to report: unlike a failed load, it is not kept in the
+    /// bundle's status nor sent as an event (nothing that serves was touched).
     pub async fn stage(&self, path: &Path, name: &str) -> Result<Staged, LoadFailure> {
-        let bundle = self.read(path, Some(name)).await?;
+        let bundle = self.read(path, Some(name)).await.map_err(|(f, _)| f)?;
         let tests_passed = self.test(path, &bundle).await?;
         Ok(Staged {
             bundle: Arc::new(bundle),
@@ -522,6 +527,23 @@ impl Registry {
             tests_passed: 0,
             unchanged: false,
         })
+    }
+
+    /// [`Registry::rollback_to`] `to`, only while `from` is the active revision: serialized
+    /// with loads of the bundle, so a revision activated meanwhile is never undone by a
+    /// rollback meant for the one before it. `None` when `from` is no longer active.
+    pub async fn rollback_from(
+        &self,
+        name: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Option<Activation>, RegistryError> {
+        let lock = self.name_lock(name);
+        let _serial = lock.lock().await;
+        if self.get(name)?.revision() != from {
+            return Ok(None);
+        }
+        self.rollback_to(name, to).map(Some)
     }
 
     /// A kept revision of `name`: the active one or one in its history.

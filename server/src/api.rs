@@ -206,7 +206,7 @@ impl AppState {
                     let state = AppState { inner };
                     let now = crate::decisions::now_ms();
                     state.inner.window.sample(now, state.host_counters());
-                    state.judge_watches(now);
+                    state.judge_watches(now).await;
                     if std::time::Instant::now() >= next_alerts {
                         let live = state.live();
                         let interval = Duration::from_millis(live.config.alerts.interval_ms);

@@ -184,12 +184,16 @@ fn a_shadow_candidate_counts_exactly_what_it_would_change_and_survives_a_restart
     // A restart: the candidate is staged again and its counts go on from where they were.
     let config = shadow_config(state_dir.path(), &log);
     drop(api);
+    // An upload cut off by the stop is cleaned up at start.
+    let stray = state_dir.path().join("shadow/.upload-cut.tar.gz");
+    std::fs::write(&stray, b"partial").unwrap();
     let api = Api::with_config(config);
     let restored = api.rt.block_on(api.state.restore_shadows());
     assert_eq!(
         restored,
         vec![("payments".to_owned(), Ok("2026.11.22-2".to_owned()))]
     );
+    assert!(!stray.exists());
     let again = wait_for(&api, "/v1/bundles/payments/shadow", |_| true);
     for key in [
         "evaluated",
@@ -363,6 +367,9 @@ fn a_shadow_is_refused_with_a_reason_and_the_active_revision_keeps_serving() {
     );
     let (s, _) = api.get("/v1/bundles/payments/shadow");
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // A refused candidate is the uploader's error, not a failed load of what serves.
+    let (_, status) = api.get("/v1/bundles/payments");
+    assert_eq!(status["last_failure"], Value::Null, "{status}");
     assert!(
         std::fs::read_dir(state_dir.path().join("shadow"))
             .map(|d| d.flatten().count())

@@ -143,8 +143,9 @@ fn history_is_bounded() {
 }
 
 /// A staged revision passes every step of the gate without serving; each bad revision is
-/// refused at its step by `stage` as by `load`; promotion activates it like a load (history,
-/// event), and promoting what is active already changes nothing.
+/// refused at its step by `stage` as by `load`, but not recorded as a failed load (nothing
+/// that serves was touched); promotion activates it like a load (history, event), and
+/// promoting what is active already changes nothing.
 #[test]
 fn a_staged_revision_is_checked_but_serves_only_once_promoted() {
     let tmp = tempfile::tempdir().unwrap();
@@ -186,11 +187,18 @@ fn a_staged_revision_is_checked_but_serves_only_once_promoted() {
     assert!(rt.block_on(reg.promote(&staged)).unchanged);
     let mut activated = Vec::new();
     while let Ok(e) = events.try_recv() {
-        if let rulebox::RegistryEvent::Activated { revision, .. } = e {
-            activated.push(revision);
+        match e {
+            rulebox::RegistryEvent::Activated { revision, .. } => activated.push(revision),
+            other => panic!("a refused candidate touched nothing that serves: {other:?}"),
         }
     }
     assert_eq!(activated, ["r1", "r2"], "one event per activation");
+    assert!(reg.status_of("hot").unwrap().0.last_failure.is_none());
+    // A rollback meant for a revision no longer active does nothing.
+    assert_eq!(rt.block_on(reg.rollback_from("hot", "r1", "r1")), Ok(None));
+    let back = rt.block_on(reg.rollback_from("hot", "r2", "r1")).unwrap();
+    assert_eq!(back.map(|a| a.revision), Some("r1".to_owned()));
+    assert_eq!(reg.get("hot").unwrap().revision(), "r1");
 }
 
 #[test]

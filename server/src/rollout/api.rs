@@ -70,7 +70,7 @@ impl AppState {
 
     /// Judges the watched revisions; one that crossed a limit is rolled back (when it is
     /// still the active one), an alert fires and the event is kept with its numbers.
-    pub(crate) fn judge_watches(&self, now: u64) {
+    pub(crate) async fn judge_watches(&self, now: u64) {
         let rollout = self.rollout();
         let live = self.live();
         let config = &live.config.rollout.watch;
@@ -81,10 +81,6 @@ impl AppState {
         };
         for trip in rollout.judge(now, health, config) {
             let (bundle, w) = (&trip.bundle, &trip.watch);
-            let active = self.registry().get(bundle).ok();
-            if active.is_none_or(|a| a.revision() != w.revision) {
-                continue;
-            }
             let message = format!(
                 "bundle {bundle}: revision {} rolled back to {}: {} {:.4} against {:.4} before it (limit {}), over {} rule evaluations in {} ms",
                 w.revision,
@@ -102,8 +98,14 @@ impl AppState {
                 "evaluations": w.evaluations, "errors": w.errors, "timeouts": w.timeouts,
                 "watch": w,
             });
-            match self.registry().rollback_to(bundle, &w.previous) {
-                Ok(_) => {
+            match self
+                .registry()
+                .rollback_from(bundle, &w.revision, &w.previous)
+                .await
+            {
+                // Replaced meanwhile: the watch was on a revision that no longer serves.
+                Ok(None) => {}
+                Ok(Some(_)) => {
                     self.alerts().fire(
                         &format!("automatic-rollback:{bundle}"),
                         crate::config::Severity::Critical,

@@ -587,6 +587,11 @@ impl Rollout {
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".upload-") {
+                // An upload that was being staged when the process stopped.
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
             if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }
