@@ -470,7 +470,7 @@ pub fn router(state: AppState) -> Router {
         .route("/bundles/{name}/replay", post(crate::rollout::start_replay))
         .route(
             "/bundles/{name}/replay/{id}",
-            get(crate::rollout::get_replay),
+            get(crate::rollout::get_replay).delete(crate::rollout::cancel_replay),
         )
         .route("/cache/stats", get(cache_stats))
         .route("/cache/invalidate", post(cache_invalidate))

@@ -450,6 +450,30 @@ fn a_replay_job_reports_in_the_background_what_a_candidate_changes_on_logged_dec
         "{report}"
     );
 
+    // A finished replay cannot be cancelled; a viewer cancels nothing.
+    let (s, _, _) = api.call("DELETE", &url, Some("operator"), Body::empty(), None);
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _, _) = api.call("DELETE", &url, Some("viewer"), Body::empty(), None);
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // One cancelled as it starts stops where it is, its report so far kept (unless it
+    // finished first: 150 decisions go fast).
+    let (s, v, _) = post(
+        "/v1/bundles/payments/replay",
+        lower_limit("max = 8000", "revision = \"2\""),
+    );
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let url = v["status_url"].as_str().unwrap().to_owned();
+    let (s, _, _) = api.call("DELETE", &url, Some("operator"), Body::empty(), None);
+    let job = wait_for(&api, &url, |v| v["state"] != "running");
+    match s {
+        StatusCode::ACCEPTED => {
+            assert_eq!(job["state"], "cancelled", "{job}");
+            assert!(job["processed"].as_u64().unwrap() < 150, "{job}");
+        }
+        StatusCode::CONFLICT => assert_eq!(job["state"], "done"),
+        other => panic!("cancel answered {other}"),
+    }
+
     // Only deny decisions, a few of them.
     let (s, v, _) = post(
         "/v1/bundles/payments/replay?verdict=deny&limit=5",
@@ -637,4 +661,59 @@ fn sampled_inputs_beyond_the_queue_budget_are_dropped_and_counted() {
         ),
         Some(1.0)
     );
+}
+
+/// Under concurrent load with a queue far too small, every request is answered 200 by the
+/// active revision, and every sampled decision is accounted for: evaluated on the candidate
+/// or dropped and counted, none lost.
+#[test]
+fn under_load_every_request_is_answered_and_every_sample_accounted_for() {
+    use tower::ServiceExt;
+    let state_dir = tempfile::tempdir().unwrap();
+    let log_dir = tempfile::tempdir().unwrap();
+    let mut c = shadow_config(state_dir.path(), &log_dir.path().join("d.db"));
+    c.rollout.shadow_queue = 2;
+    c.decision_log.mode = LogMode::Async;
+    c.limits.max_concurrent_requests = 1000;
+    let api = Api::with_config(c);
+    let (s, _) = api.put_archive(
+        "/v1/bundles/payments?mode=shadow&sample=1",
+        "operator",
+        lower_limit("max = 8000", "revision = \"2\""),
+    );
+    assert_eq!(s, StatusCode::CREATED);
+    let orders = payment_orders(400);
+    let statuses: Vec<(StatusCode, Value)> = api.rt.block_on(async {
+        let calls = orders.iter().map(|order| {
+            let router = rulebox_server::router(api.state.clone());
+            let request = axum::http::Request::post("/v1/bundles/payments/evaluate")
+                .header("authorization", "Bearer tok-evaluator")
+                .header("content-type", "application/json")
+                .body(Body::from(json!({ "input": order }).to_string()))
+                .unwrap();
+            async move {
+                let response = router.oneshot(request).await.unwrap();
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (
+                    status,
+                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                )
+            }
+        });
+        // 400 requests at once, 2 queue slots.
+        futures_util::future::join_all(calls).await
+    });
+    for (s, v) in &statuses {
+        assert_eq!(*s, StatusCode::OK, "{v}");
+        assert_eq!(v["revision"], "2026.11.22-1");
+    }
+    let shadow = wait_for(&api, "/v1/bundles/payments/shadow", |v| {
+        let n = |k: &str| v[k].as_u64().unwrap();
+        n("evaluated") + n("dropped") + n("host_errors") == n("sampled")
+    });
+    assert_eq!(shadow["sampled"], 400, "{shadow}");
+    assert!(shadow["evaluated"].as_u64().unwrap() >= 1, "{shadow}");
 }

@@ -496,17 +496,43 @@ pub(crate) async fn start_replay(
 }
 
 /// `GET /v1/bundles/{name}/replay/{id}`: a replay's progress, and its report so far.
+/// `DELETE /v1/bundles/{name}/replay/{id}`: stops a running replay (its report so far is
+/// kept, `state` becomes `cancelled`); 409 when it is not running.
+pub(crate) async fn cancel_replay(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    UrlPath((name, id)): UrlPath<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.check(Action::Operate, Some(&name))?;
+    let job = job_of(&state, &name, &id)?;
+    if !job.cancel() {
+        return Err(ApiError::new(
+            "conflict",
+            format!("replay `{id}` is not running"),
+        ));
+    }
+    tracing::info!(bundle = %name, job = %id, by = %caller.name, "replay cancelled");
+    Ok((StatusCode::ACCEPTED, Json(job.to_json())))
+}
+
+fn job_of(
+    state: &AppState,
+    name: &str,
+    id: &str,
+) -> Result<std::sync::Arc<super::ReplayJob>, ApiError> {
+    state.rollout().job(name, id).ok_or_else(|| {
+        ApiError::new(
+            "not-found",
+            format!("no replay `{id}` of bundle `{name}` (the last {KEPT_JOBS} are kept)"),
+        )
+    })
+}
+
 pub(crate) async fn get_replay(
     State(state): State<AppState>,
     Caller(caller): Caller,
     UrlPath((name, id)): UrlPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     caller.check(Action::Read, Some(&name))?;
-    let job = state.rollout().job(&name, &id).ok_or_else(|| {
-        ApiError::new(
-            "not-found",
-            format!("no replay `{id}` of bundle `{name}` (the last {KEPT_JOBS} are kept)"),
-        )
-    })?;
-    Ok(Json(job.to_json()))
+    Ok(Json(job_of(&state, &name, &id)?.to_json()))
 }

@@ -28,7 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod api;
-pub(crate) use api::{delete_shadow, get_replay, get_shadow, promote, put_shadow, start_replay};
+pub(crate) use api::{
+    cancel_replay, delete_shadow, get_replay, get_shadow, promote, put_shadow, start_replay,
+};
 
 /// How often the shadow worker publishes and writes the reports that changed.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
@@ -317,8 +319,10 @@ pub(crate) struct ReplayJob {
     limit: usize,
     finished_ms: AtomicU64,
     report: Mutex<ReplayReport>,
-    /// `running`, `done` or `failed: why`.
+    /// `running`, `done`, `cancelled` or `failed: why`.
     state: Mutex<String>,
+    /// Asked to stop: the decisions still to come are skipped.
+    cancel: AtomicBool,
 }
 
 impl ReplayJob {
@@ -347,6 +351,15 @@ impl ReplayJob {
 
     fn running(&self) -> bool {
         *lock(&self.state) == "running"
+    }
+
+    /// Asks a running job to stop; false when it is not running.
+    pub(crate) fn cancel(&self) -> bool {
+        let running = self.running();
+        if running {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
+        running
     }
 }
 
@@ -777,6 +790,7 @@ impl Rollout {
                 ..Default::default()
             }),
             state: Mutex::new("running".into()),
+            cancel: AtomicBool::new(false),
         });
         jobs.push_back(job.clone());
         while jobs.len() > KEPT_JOBS {
@@ -807,6 +821,9 @@ pub(crate) fn run_job(
     records: impl FnOnce(&mut dyn FnMut(&Recorded)) -> Result<(u64, u64), String>,
 ) {
     let mut add = |rec: &Recorded| {
+        if job.cancel.load(Ordering::Relaxed) {
+            return;
+        }
         // Evaluated outside the lock: a reader of the progress never waits on a rule.
         let mut one = Replay::new(candidate, ReplayOptions::default());
         one.add(rec);
@@ -816,6 +833,7 @@ pub(crate) fn run_job(
     job.finished_ms
         .store(crate::decisions::now_ms(), Ordering::Relaxed);
     *lock(&job.state) = match outcome {
+        Ok(_) if job.cancel.load(Ordering::Relaxed) => "cancelled".into(),
         Ok(_) => "done".into(),
         Err(e) => format!("failed: {e}"),
     };
