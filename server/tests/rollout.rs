@@ -384,12 +384,9 @@ fn a_shadow_is_refused_with_a_reason_and_the_active_revision_keeps_serving() {
     let (s, _) = api.put_archive("/v1/bundles/payments", "operator", good.clone());
     assert_eq!(s, StatusCode::CREATED);
     let status = wait_for(&api, "/v1/bundles/payments", |v| {
-        v["rollout"]["shadow"].is_null()
+        v["rollout"]["events"][0]["event"] == "shadow-ended"
     });
-    assert_eq!(
-        status["rollout"]["events"][0]["event"], "shadow-ended",
-        "{status}"
-    );
+    assert_eq!(status["rollout"]["shadow"], Value::Null, "{status}");
     assert!(!state_dir.path().join("shadow/payments").exists());
 
     // Without a state directory a shadow could not survive a restart: refused, saying so.
@@ -627,21 +624,27 @@ fn a_revision_that_starts_timing_out_is_rolled_back_without_a_failed_request() {
     }
 }
 
-/// The shadow queue's byte budget: a sampled input too large for it is dropped and counted
-/// (never waited for, never failing the request), while small ones are evaluated.
-#[test]
-fn sampled_inputs_beyond_the_queue_budget_are_dropped_and_counted() {
-    let state_dir = tempfile::tempdir().unwrap();
-    let log_dir = tempfile::tempdir().unwrap();
-    let mut c = shadow_config(state_dir.path(), &log_dir.path().join("d.db"));
-    c.rollout.shadow_queue_bytes = 1024;
+/// Payments with the lower-limit candidate shadowing every decision, on a configuration
+/// `adjust`ed from [`shadow_config`]; the directories live as long as the second value.
+fn shadowing(adjust: impl FnOnce(&mut ServerConfig)) -> (Api, [tempfile::TempDir; 2]) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut c = shadow_config(dirs[0].path(), &dirs[1].path().join("d.db"));
+    adjust(&mut c);
     let api = Api::with_config(c);
-    let (s, _) = api.put_archive(
+    let (s, v) = api.put_archive(
         "/v1/bundles/payments?mode=shadow&sample=1",
         "operator",
         lower_limit("max = 8000", "revision = \"2\""),
     );
-    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    (api, dirs)
+}
+
+/// The shadow queue's byte budget: a sampled input too large for it is dropped and counted
+/// (never waited for, never failing the request), while small ones are evaluated.
+#[test]
+fn sampled_inputs_beyond_the_queue_budget_are_dropped_and_counted() {
+    let (api, _dirs) = shadowing(|c| c.rollout.shadow_queue_bytes = 1024);
     let orders = payment_orders(3);
     serve(&api, &orders, "2026.11.22-1");
     let mut big = orders[0].clone();
@@ -669,19 +672,11 @@ fn sampled_inputs_beyond_the_queue_budget_are_dropped_and_counted() {
 #[test]
 fn under_load_every_request_is_answered_and_every_sample_accounted_for() {
     use tower::ServiceExt;
-    let state_dir = tempfile::tempdir().unwrap();
-    let log_dir = tempfile::tempdir().unwrap();
-    let mut c = shadow_config(state_dir.path(), &log_dir.path().join("d.db"));
-    c.rollout.shadow_queue = 2;
-    c.decision_log.mode = LogMode::Async;
-    c.limits.max_concurrent_requests = 1000;
-    let api = Api::with_config(c);
-    let (s, _) = api.put_archive(
-        "/v1/bundles/payments?mode=shadow&sample=1",
-        "operator",
-        lower_limit("max = 8000", "revision = \"2\""),
-    );
-    assert_eq!(s, StatusCode::CREATED);
+    let (api, _dirs) = shadowing(|c| {
+        c.rollout.shadow_queue = 2;
+        c.decision_log.mode = LogMode::Async;
+        c.limits.max_concurrent_requests = 1000;
+    });
     let orders = payment_orders(400);
     let statuses: Vec<(StatusCode, Value)> = api.rt.block_on(async {
         let calls = orders.iter().map(|order| {
