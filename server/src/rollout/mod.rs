@@ -141,12 +141,14 @@ impl Shadow {
 
     /// Publishes the working report and writes it, if it changed.
     fn publish(&self) {
+        // One publisher at a time (the worker, a graceful stop): the last to write is the
+        // last to have read the working report.
+        let _writing = lock(&self.writing);
         if !self.dirty.swap(false, Ordering::Relaxed) {
             return;
         }
         let report = lock(&self.working).clone();
         self.published.store(Arc::new(report.clone()));
-        let _writing = lock(&self.writing);
         if self.closed.load(Ordering::Relaxed) {
             return;
         }
