@@ -93,36 +93,10 @@ struct Wrk {
 }
 
 fn wrk(url: &str, body: &str, secs: u64, dir: &Path) -> Wrk {
-    let script = dir.join("post.lua");
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n"
-        ),
-    )
-    .unwrap();
     let cpu = cpu_us();
-    let out = std::process::Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{CONNECTIONS}"),
-            &format!("-d{secs}s"),
-            "--latency",
-            "-s",
-        ])
-        .arg(&script)
-        .arg(url)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run wrk ({e}): apt-get install wrk"));
+    let text = rulebox_benches::wrk_post(url, body, CONNECTIONS, secs, dir);
     let cpu = cpu_us() - cpu;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let find = |prefix: &str| {
-        text.lines()
-            .map(str::trim)
-            .find_map(|l| l.strip_prefix(prefix))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_else(|| panic!("no `{prefix}` in wrk's output:\n{text}"))
-    };
+    let find = |prefix: &str| rulebox_benches::wrk_field(&text, prefix);
     let requests: f64 = text
         .lines()
         .find_map(|l| l.trim().split_once(" requests in "))

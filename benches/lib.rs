@@ -83,3 +83,39 @@ pub fn load_config() -> rulebox_server::ServerConfig {
     config.limits.max_concurrent_requests = 1024;
     config
 }
+
+/// Runs `wrk -t2 -c<connections> -d<secs>s --latency`, POSTing `body` as JSON to `url` (its
+/// Lua script written in `dir`): wrk's report.
+pub fn wrk_post(url: &str, body: &str, connections: usize, secs: u64, dir: &Path) -> String {
+    let script = dir.join("post.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run wrk ({e}): apt-get install wrk"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value after `prefix` on a line of wrk's report (`Requests/sec:`, `99%`).
+pub fn wrk_field(report: &str, prefix: &str) -> String {
+    report
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("no `{prefix}` in wrk's output:\n{report}"))
+}

@@ -152,29 +152,10 @@ fn quantile(sorted: &[u64], q: f64) -> u64 {
 
 /// `wrk` at saturation on one body: requests/s and whether any answer was not 2xx.
 fn wrk(addr: std::net::SocketAddr, body: &str, secs: u64, dir: &Path) -> (f64, bool) {
-    let script = dir.join("post.lua");
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n"
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new("wrk")
-        .args(["-t2", "-c32", &format!("-d{secs}s"), "-s"])
-        .arg(&script)
-        .arg(format!("http://{addr}/v1/bundles/payments/evaluate"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run wrk ({e}): apt-get install wrk"));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let rps = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
-        .unwrap_or_else(|| panic!("no Requests/sec in wrk's output:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap();
-    (rps, text.contains("Non-2xx"))
+    let url = format!("http://{addr}/v1/bundles/payments/evaluate");
+    let report = rulebox_benches::wrk_post(&url, body, 32, secs, dir);
+    let rps = rulebox_benches::wrk_field(&report, "Requests/sec:");
+    (rps.parse().unwrap(), report.contains("Non-2xx"))
 }
 
 /// A request as the operator (`token`), on a fresh connection: status and body.

@@ -297,12 +297,7 @@ fn a_shadow_candidate_counts_exactly_what_it_would_change_and_survives_a_restart
 
 #[test]
 fn a_shadow_is_refused_with_a_reason_and_the_active_revision_keeps_serving() {
-    let state_dir = tempfile::tempdir().unwrap();
-    let log_dir = tempfile::tempdir().unwrap();
-    let api = Api::with_config(shadow_config(
-        state_dir.path(),
-        &log_dir.path().join("d.db"),
-    ));
+    let (api, [state_dir, _log]) = serving(|_| {});
     let good = lower_limit("max = 8000", "revision = \"2\"");
     let refused = |uri: &str, who: &str, bytes: Vec<u8>, status: StatusCode, says: &str| {
         let (s, e) = api.put_archive(uri, who, bytes);
@@ -403,12 +398,7 @@ fn a_shadow_is_refused_with_a_reason_and_the_active_revision_keeps_serving() {
 
 #[test]
 fn a_replay_job_reports_in_the_background_what_a_candidate_changes_on_logged_decisions() {
-    let state_dir = tempfile::tempdir().unwrap();
-    let log_dir = tempfile::tempdir().unwrap();
-    let api = Api::with_config(shadow_config(
-        state_dir.path(),
-        &log_dir.path().join("d.db"),
-    ));
+    let (api, _dirs) = serving(|_| {});
     let orders = payment_orders(150);
     let (served, _) = serve(&api, &orders, "2026.11.22-1");
     let (moved, finals) = expected_moves(&orders, &served);
@@ -624,13 +614,18 @@ fn a_revision_that_starts_timing_out_is_rolled_back_without_a_failed_request() {
     }
 }
 
-/// Payments with the lower-limit candidate shadowing every decision, on a configuration
-/// `adjust`ed from [`shadow_config`]; the directories live as long as the second value.
-fn shadowing(adjust: impl FnOnce(&mut ServerConfig)) -> (Api, [tempfile::TempDir; 2]) {
+/// Payments served on a configuration `adjust`ed from [`shadow_config`], with its state
+/// directory and the decision log's directory (they live as long as the second value).
+fn serving(adjust: impl FnOnce(&mut ServerConfig)) -> (Api, [tempfile::TempDir; 2]) {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut c = shadow_config(dirs[0].path(), &dirs[1].path().join("d.db"));
     adjust(&mut c);
-    let api = Api::with_config(c);
+    (Api::with_config(c), dirs)
+}
+
+/// [`serving`], with the lower-limit candidate shadowing every decision.
+fn shadowing(adjust: impl FnOnce(&mut ServerConfig)) -> (Api, [tempfile::TempDir; 2]) {
+    let (api, dirs) = serving(adjust);
     let (s, v) = api.put_archive(
         "/v1/bundles/payments?mode=shadow&sample=1",
         "operator",

@@ -177,25 +177,25 @@ impl Shadow {
 
     /// What `GET /v1/bundles/{name}/shadow` shows.
     pub(crate) fn to_json(&self, active: Option<&str>, guard: Option<&PromotionGuard>) -> Value {
-        let kept = self.kept();
-        let report = &kept.report;
-        let to_allow = to_allow(report);
+        let report = self.report();
+        let report = &*report;
+        let bundle = self.candidate.bundle();
         json!({
             "bundle": report.bundle,
             "candidate": {
-                "revision": kept.revision,
-                "digest": kept.digest,
+                "revision": bundle.revision(),
+                "digest": bundle.digest(),
                 "tests_passed": self.candidate.tests_passed(),
             },
             "active_revision": active,
-            "since_ms": kept.since_ms,
-            "sample": kept.sample,
-            "by": kept.by,
-            "sampled": kept.sampled,
+            "since_ms": self.since_ms,
+            "sample": self.sample,
+            "by": self.by,
+            "sampled": self.sampled.load(Ordering::Relaxed),
             "evaluated": report.replayed,
             "changed": report.changed,
-            "to_allow": to_allow,
-            "dropped": kept.dropped,
+            "to_allow": to_allow(report),
+            "dropped": self.dropped.load(Ordering::Relaxed),
             "host_errors": report.host_errors,
             "verdicts": report.verdicts,
             "rules": report.rules,
@@ -321,19 +321,28 @@ pub(crate) struct ReplayJob {
     limit: usize,
     finished_ms: AtomicU64,
     report: Mutex<ReplayReport>,
-    /// `running`, `done`, `cancelled` or `failed: why`.
-    state: Mutex<String>,
+    state: Mutex<JobState>,
     /// Asked to stop: the decisions still to come are skipped.
     cancel: AtomicBool,
+}
+
+/// Where a replay job is.
+#[derive(Clone, PartialEq)]
+enum JobState {
+    Running,
+    Done,
+    Cancelled,
+    Failed(String),
 }
 
 impl ReplayJob {
     pub(crate) fn to_json(&self) -> Value {
         let report = lock(&self.report).clone();
-        let state = lock(&self.state).clone();
-        let (state, error) = match state.split_once(": ") {
-            Some((s, why)) => (s.to_owned(), Some(why.to_owned())),
-            None => (state, None),
+        let (state, error) = match lock(&self.state).clone() {
+            JobState::Running => ("running", None),
+            JobState::Done => ("done", None),
+            JobState::Cancelled => ("cancelled", None),
+            JobState::Failed(why) => ("failed", Some(why)),
         };
         let finished = self.finished_ms.load(Ordering::Relaxed);
         json!({
@@ -352,7 +361,7 @@ impl ReplayJob {
     }
 
     fn running(&self) -> bool {
-        *lock(&self.state) == "running"
+        *lock(&self.state) == JobState::Running
     }
 
     /// Asks a running job to stop; false when it is not running.
@@ -398,27 +407,32 @@ impl Drop for Rollout {
 }
 
 impl Rollout {
-    /// Shadows kept under `state_dir` (none: shadows are refused), a queue of `queue`
-    /// sampled decisions, counted in `metrics` when given.
+    /// Shadows kept under `state_dir` (none: shadows are refused, and no worker starts), a
+    /// queue of `queue` sampled decisions, counted in `metrics` when given.
     pub(crate) fn new(
         state_dir: Option<&Path>,
         (queue, max_queued_bytes): (usize, usize),
         metrics: Option<Arc<Metrics>>,
     ) -> Rollout {
-        let (tx, rx) = std::sync::mpsc::sync_channel(queue);
-        let for_worker = metrics.clone();
         let queued_bytes = Arc::new(AtomicU64::new(0));
-        let bytes = queued_bytes.clone();
-        let worker = std::thread::Builder::new()
-            .name("rulebox-shadow".into())
-            .spawn(move || work(rx, for_worker, bytes))
-            .map_err(|e| tracing::error!("the shadow worker did not start: {e}"))
-            .ok();
+        let (tx, worker) = match state_dir {
+            None => (None, None),
+            Some(_) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(queue);
+                let (metrics, bytes) = (metrics.clone(), queued_bytes.clone());
+                let worker = std::thread::Builder::new()
+                    .name("rulebox-shadow".into())
+                    .spawn(move || work(rx, metrics, bytes))
+                    .map_err(|e| tracing::error!("the shadow worker did not start: {e}"))
+                    .ok();
+                (worker.is_some().then_some(tx), worker)
+            }
+        };
         Rollout {
             dir: state_dir.map(|d| d.join("shadow")),
             shadows: Default::default(),
             changing: Mutex::new(()),
-            queue: worker.is_some().then_some(tx),
+            queue: tx,
             queued_bytes,
             max_queued_bytes: max_queued_bytes as u64,
             worker,
@@ -791,7 +805,7 @@ impl Rollout {
                 revision: candidate.revision().to_owned(),
                 ..Default::default()
             }),
-            state: Mutex::new("running".into()),
+            state: Mutex::new(JobState::Running),
             cancel: AtomicBool::new(false),
         });
         jobs.push_back(job.clone());
@@ -835,9 +849,9 @@ pub(crate) fn run_job(
     job.finished_ms
         .store(crate::decisions::now_ms(), Ordering::Relaxed);
     *lock(&job.state) = match outcome {
-        Ok(_) if job.cancel.load(Ordering::Relaxed) => "cancelled".into(),
-        Ok(_) => "done".into(),
-        Err(e) => format!("failed: {e}"),
+        Ok(_) if job.cancel.load(Ordering::Relaxed) => JobState::Cancelled,
+        Ok(_) => JobState::Done,
+        Err(e) => JobState::Failed(e),
     };
 }
 
