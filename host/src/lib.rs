@@ -61,6 +61,7 @@ mod bindings;
 pub mod bundle;
 mod cache;
 mod config;
+mod cpu;
 mod engine;
 mod error;
 mod fs;
