@@ -53,7 +53,8 @@ fn init_with(
     run: impl FnOnce(&crate::Request) -> Result<(), crate::RuleError>,
 ) -> Result<(), String> {
     let req = crate::Request::from_parts(Vec::new(), None, Vec::new(), settings);
-    run(&req).map_err(|e| match e {
+    // What `init` loads is kept for every evaluation: out of the per-evaluation arena.
+    crate::persistent(|| run(&req)).map_err(|e| match e {
         crate::RuleError::InvalidInput(m) | crate::RuleError::Failed(m) => m,
     })
 }

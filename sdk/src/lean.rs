@@ -71,9 +71,17 @@ unsafe impl talc::source::Source for InitialThenGrow {
     }
 }
 
-#[global_allocator]
-static ALLOCATOR: TalcSyncCell<InitialThenGrow, WasmBinning> =
+/// talc over [`InitialThenGrow`]: the lean build's general allocator.
+pub(crate) type Lean = TalcSyncCell<InitialThenGrow, WasmBinning>;
+
+/// A [`Lean`] allocator that has claimed nothing yet.
+pub(crate) const fn lean() -> Lean {
     TalcSyncCell::new_wasm(InitialThenGrow {
         end: None,
         claimed_initial: false,
-    });
+    })
+}
+
+#[cfg(not(feature = "arena"))]
+#[global_allocator]
+static ALLOCATOR: Lean = lean();

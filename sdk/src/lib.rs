@@ -37,12 +37,20 @@
 //! imports only `rulebox:rule`. The SDK's `lean-allocator` feature (default) installs an
 //! allocator that uses the initial memory before growing it; link with
 //! `-Clink-arg=--initial-memory=131072` (see `plugins/build.sh`).
+//!
+//! In every Wasm build the `arena` feature (default) puts a 32 KiB bump arena in front of the
+//! general allocator: an evaluation's short-lived blocks cost a pointer bump, and the arena
+//! starts over once they are all freed. State that outlives an evaluation belongs in
+//! [`persistent`]; `init` and [`Request::settings_shared`] already are. To bring your own
+//! `#[global_allocator]`, turn off `arena` and `lean-allocator`.
 
 #![deny(missing_docs)]
 
 // Lets the generated glue name this crate by the path rule crates use.
 extern crate self as rulebox_sdk;
 
+#[cfg(any(test, target_arch = "wasm32"))]
+mod arena;
 mod decision;
 mod log;
 mod request;
@@ -75,6 +83,26 @@ pub trait Init {
     /// ([`Request::settings`], [`Request::setting_or`]). An error refuses the bundle's load
     /// with its message.
     fn init(req: &Request) -> Result<(), RuleError>;
+}
+
+/// Runs `f` with its allocations kept out of the SDK's per-evaluation arena: for state that
+/// outlives the evaluation (a cache in a `static`, filled lazily in `evaluate`).
+///
+/// In a Wasm build with the `arena` feature (default), an evaluation's blocks come from a
+/// bump arena that starts over once all of them are freed, which is far cheaper than a
+/// general allocator. A block that outlives its evaluation keeps the arena from starting
+/// over, which is safe but leaves later evaluations of a reused instance on the general
+/// allocator. `init` ([`Init`]) and [`Request::settings_shared`] already run this way.
+/// Natively, and without the feature, it just runs `f`.
+pub fn persistent<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(all(target_arch = "wasm32", feature = "arena"))]
+    {
+        arena::ALLOCATOR.persistent(f)
+    }
+    #[cfg(not(all(target_arch = "wasm32", feature = "arena")))]
+    {
+        f()
+    }
 }
 
 /// Everything a rule usually needs.

@@ -190,12 +190,15 @@ impl Request {
         {
             return Ok(hit);
         }
-        let fresh = std::sync::Arc::new(self.settings::<T>()?);
-        if parsed.len() >= KEEP {
-            parsed.remove(0);
-        }
-        parsed.push((key, self.settings.clone(), fresh.clone()));
-        Ok(fresh)
+        // Kept for the instance's life: out of the per-evaluation arena.
+        crate::persistent(|| {
+            let fresh = std::sync::Arc::new(self.settings::<T>()?);
+            if parsed.len() >= KEEP {
+                parsed.remove(0);
+            }
+            parsed.push((key, self.settings.clone(), fresh.clone()));
+            Ok(fresh)
+        })
     }
 
     /// One setting as `T`; missing or mistyped is [`RuleError::Failed`].
