@@ -1,14 +1,15 @@
 //! A 20-rule bundle of independent rules, in one run:
 //! - evaluation: sequential (one thread) vs `evaluate` (async, in a task on tokio with 2
-//!   workers) vs
-//!   `evaluate_blocking` (the calling thread plus the engine's helpers), for tiny rules (the
-//!   lean echo deciding at once in a reused instance, ~1 us), warm ones (the echo fixture
-//!   reusing its instance, ~20 us each here), fresh ones (the same, a fresh instance each)
-//!   and busy ones (each burns ~100k loop iterations);
-//! - loading: cold (every component compiled) vs from the compiled-component disk cache
-//!   (a fresh engine each time, so nothing comes from memory).
+//!   workers) vs `evaluate_blocking` (the calling thread plus the engine's helpers), for
+//!   tiny rules (the lean echo deciding at once in a reused instance, ~1 us), warm ones (the
+//!   echo fixture reusing its instance, ~10 us), warm ones with ~10k loop iterations on top
+//!   (~20 us), fresh ones (the echo in a fresh instance each time) and busy ones (fresh, ~100k
+//!   iterations): interleaved rounds, medians, a table of speed-ups (`BUNDLE_ROUNDS`, default
+//!   21; `BUNDLE_SKIP_EVAL=1` skips it);
+//! - loading (criterion): cold (every component compiled) vs from the compiled-component disk
+//!   cache (a fresh engine each time, so nothing comes from memory).
 //!
-//! Run: `cargo bench -p rulebox-benches --bench bundle` (prints ratio tables at the end).
+//! Run: `cargo bench -p rulebox-benches --bench bundle`.
 
 use criterion::{Criterion, black_box};
 use rulebox::{Bundle, Engine, EngineConfig, Input, LoadOptions};
@@ -47,63 +48,161 @@ fn write_bundle_of(dir: &Path, echo: Vec<u8>, work: u64, isolation: &str, settin
     std::fs::write(dir.join("bundle.toml"), manifest).unwrap();
 }
 
-fn benches(c: &mut Criterion) {
+/// `evaluate_sequential` vs `evaluate` (async) vs `evaluate_blocking` on twenty independent
+/// rules, for rules of several sizes: interleaved rounds (every row once per round, in a
+/// shuffled order), medians, speed-ups within each size.
+fn eval_table(engine: &Engine) {
+    let rounds: usize = std::env::var("BUNDLE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(21);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let input = Input::from_json(r#"{"order":{"amount":10}}"#).unwrap();
-    let engine = Engine::new(EngineConfig::default()).unwrap();
-
-    let mut g = c.benchmark_group("bundle_eval");
     let wasip2 = rulebox_tests::guest_bytes("fixture_echo");
     let lean = std::fs::read(rulebox_tests::lean_guest_path("fixture_echo")).unwrap();
+    let mut dirs = Vec::new();
+    let mut cases = Vec::new();
     for (label, echo, work, isolation, settings) in [
         // The lean echo deciding at once, warm: ~1 us rules.
         ("tiny", &lean, 0u64, "reuse", ", bare = true"),
         ("warm", &wasip2, 0, "reuse", ""),
+        // ~10k loop iterations on top: ~20 us rules.
+        ("warm+work", &wasip2, 10_000, "reuse", ""),
         ("fresh", &wasip2, 0, "fresh", ""),
         ("busy", &wasip2, 100_000, "fresh", ""),
     ] {
         let dir = tempfile::tempdir().unwrap();
         write_bundle_of(dir.path(), echo.clone(), work, isolation, settings);
-        let bundle = Bundle::load(&engine, dir.path(), &LoadOptions::default()).unwrap();
+        let bundle =
+            std::sync::Arc::new(Bundle::load(engine, dir.path(), &LoadOptions::default()).unwrap());
         assert_eq!(bundle.layers().len(), 1, "all rules independent");
-        assert!(
-            bundle
-                .evaluate_sequential(&input)
-                .unwrap()
-                .errors()
-                .is_empty()
-        );
-        g.bench_function(format!("{label}_sequential"), |b| {
-            b.iter(|| {
-                bundle
-                    .evaluate_sequential(black_box(&input))
-                    .unwrap()
-                    .verdict
-            })
-        });
-        // Inside one task, as a service calls it: `block_on` per call would add its own
-        // couple of microseconds.
-        g.bench_function(format!("{label}_async"), |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = std::time::Instant::now();
-                    for _ in 0..iters {
-                        black_box(bundle.evaluate(black_box(&input)).await.unwrap().verdict);
-                    }
-                    start.elapsed()
-                })
-            })
-        });
-        g.bench_function(format!("{label}_blocking"), |b| {
-            b.iter(|| bundle.evaluate_blocking(black_box(&input)).unwrap().verdict)
-        });
+        let r = bundle.evaluate_sequential(&input).unwrap();
+        assert!(r.errors().is_empty(), "{:?}", r.errors());
+        dirs.push(dir);
+        cases.push((label, bundle));
     }
-    g.finish();
+    // Per case: its rules' mean CPU time, and a batch size that takes ~10 ms in sequence.
+    let mut sizes = Vec::new();
+    for (_, bundle) in &cases {
+        for _ in 0..200 {
+            black_box(bundle.evaluate_sequential(&input).unwrap());
+        }
+        let start = std::time::Instant::now();
+        let mut cpu = 0;
+        for _ in 0..100 {
+            let r = bundle.evaluate_sequential(&input).unwrap();
+            cpu += r.rules.iter().map(|e| e.metering.cpu_us).sum::<u64>();
+        }
+        let one = start.elapsed() / 100;
+        let batch = (Duration::from_millis(10).as_nanos() / one.as_nanos().max(1)).max(5) as usize;
+        sizes.push((cpu as f64 / 100.0 / RULES as f64, batch));
+    }
+    // The last row runs sequentially again: its "speed-up" shows the table's own noise.
+    const HOW: [&str; 5] = [
+        "sequential",
+        "async",
+        "async (worker)",
+        "blocking",
+        "sequential A/A",
+    ];
+    let run = |case: usize, how: usize| {
+        let (_, bundle) = &cases[case];
+        let batch = sizes[case].1;
+        let start = std::time::Instant::now();
+        match how {
+            0 => (0..batch).for_each(|_| drop(black_box(bundle.evaluate_sequential(&input)))),
+            // Inside one task, `block_on`'s on this thread: `block_on` per call would add its
+            // own couple of microseconds.
+            1 => rt.block_on(async {
+                for _ in 0..batch {
+                    drop(black_box(bundle.evaluate(&input).await));
+                }
+            }),
+            // In a task on one of the runtime's workers, as a service calls it.
+            2 => {
+                let (bundle, input) = (bundle.clone(), input.clone());
+                rt.block_on(rt.spawn(async move {
+                    for _ in 0..batch {
+                        drop(black_box(bundle.evaluate(&input).await));
+                    }
+                }))
+                .unwrap()
+            }
+            3 => (0..batch).for_each(|_| drop(black_box(bundle.evaluate_blocking(&input)))),
+            _ => (0..batch).for_each(|_| drop(black_box(bundle.evaluate_sequential(&input)))),
+        }
+        start.elapsed().as_nanos() as f64 / batch as f64
+    };
+    let rows: Vec<(usize, usize)> = (0..cases.len())
+        .flat_map(|c| (0..HOW.len()).map(move |h| (c, h)))
+        .collect();
+    let mut ns = vec![Vec::new(); rows.len()];
+    // One untimed round warms every path (instances, helpers, caches).
+    for &(c, h) in &rows {
+        run(c, h);
+    }
+    // Each round in its own shuffled order: whatever a row leaves behind (cold caches, an
+    // instance on the other core, a sleeping helper) falls on a different row each time.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    for _ in 0..rounds {
+        for j in (1..order.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            order.swap(j, (seed % (j as u64 + 1)) as usize);
+        }
+        for &k in &order {
+            ns[k].push(run(rows[k].0, rows[k].1));
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "\n{RULES} independent rules, us per bundle evaluation (median of {rounds} interleaved rounds) \
+         and speed-up over sequential (median of the rounds' ratios):\n"
+    );
+    print!(
+        "| {:<10} | {:>12} | {:>10} |",
+        "rules", "CPU per rule", HOW[0]
+    );
+    for how in &HOW[1..] {
+        print!(" {how:>16} |");
+    }
+    print!("\n| {:-<10} | {:->12} | {:->10} |", "", "", "");
+    for _ in &HOW[1..] {
+        print!(" {:->16} |", "");
+    }
+    println!();
+    for (c, (label, _)) in cases.iter().enumerate() {
+        let at = |h: usize| median(&ns[c * HOW.len() + h]) / 1000.0;
+        // The speed-up is the median of each round's own ratio: the machine's drift
+        // between rounds cancels out.
+        let speedup = |h: usize| {
+            let seq = &ns[c * HOW.len()];
+            let ratios: Vec<f64> = ns[c * HOW.len() + h]
+                .iter()
+                .zip(seq)
+                .map(|(x, s)| s / x)
+                .collect();
+            median(&ratios)
+        };
+        print!("| {label:<10} | {:>9.1} us | {:>10.1} |", sizes[c].0, at(0));
+        for h in 1..HOW.len() {
+            print!(" {:>8.1} ({:.2}x) |", at(h), speedup(h));
+        }
+        println!();
+    }
+}
 
+fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     write_bundle(dir.path(), 0, "fresh");
     let cache = tempfile::tempdir().unwrap();
@@ -137,14 +236,16 @@ fn benches(c: &mut Criterion) {
 }
 
 fn main() {
+    // Under `cargo bench`, the harness passes --bench; under `cargo test --benches`, skip.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    if std::env::var_os("BUNDLE_SKIP_EVAL").is_none() {
+        eval_table(&Engine::new(EngineConfig::default()).unwrap());
+    }
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c);
     c.final_summary();
-    for label in ["tiny", "warm", "fresh", "busy"] {
-        let names = ["sequential", "async", "blocking"].map(|how| format!("{label}_{how}"));
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        rulebox_benches::print_ratio_table("bundle_eval", names[0], &names);
-    }
     rulebox_benches::print_ratio_table(
         "bundle_load",
         "cold_compile",

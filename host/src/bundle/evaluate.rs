@@ -10,20 +10,29 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Below this many microseconds of recent cost, a layer's rules run one after another on
-/// the calling thread. Waking a helper and waiting for what it took costs tens of
-/// microseconds on a VM, so a helper pays only when there is much more work than that to
-/// share: measured on 2 cores, the payments bundle's first layer (two rules, ~40 us in
-/// all) took 26 us longer shared than in sequence, while twenty rules of ~40 us each
-/// (~800 us) finished in two thirds of the sequential time.
-const PARALLEL_FROM_US: u64 = 150;
+/// the calling thread. Handing part of a layer to a helper costs a few microseconds when the
+/// helper is spinning and tens when it must be woken, and the caller never waits for a late
+/// helper (it takes the helper's share itself), so sharing pays from a few tens of
+/// microseconds of work: measured on 2 cores, twenty ~1 us rules (~20 us) run as fast in
+/// sequence, twenty ~7 us rules (~140 us) 2.2x faster shared. At 150, where this stood
+/// before, a layer of twenty such rules fell below the line on one evaluation in four.
+const PARALLEL_FROM_US: u64 = 60;
+
+/// Below this mean cost per rule (microseconds), a layer is not shared however wide: on 2
+/// cores, twenty rules of ~2 us each ran 5-10% slower shared than in sequence (each claim,
+/// result and instance crossing between cores costs a fraction of a microsecond), twenty
+/// of ~7 us 2.2x faster.
+const SHARED_RULE_FROM_US: u64 = 5;
 
 impl Bundle {
-    /// Evaluates the bundle: each dependency layer goes to tokio's blocking pool as one
-    /// task, whose thread shares the layer's rules with the engine's helper threads
-    /// (`concurrency` threads in all) when they are worth it; dependents get their upstream
-    /// decisions. Results found in the in-memory cache are served on the calling task without
-    /// a hop to the blocking pool, and so is a layer whose rules recently cost less than
-    /// [`LoadOptions::inline_below_us`] in all (shared with the helpers when it is worth it).
+    /// Evaluates the bundle, one dependency layer after another; dependents get their
+    /// upstream decisions. Results found in the in-memory cache are served on the calling
+    /// task. The rest of a layer runs on the calling thread (inside `block_in_place`) when
+    /// its rules recently cost less than [`LoadOptions::inline_below_us`] in all, or when
+    /// it is worth sharing with the engine's helper threads (`concurrency` threads in all,
+    /// the calling one among them); otherwise it goes to tokio's blocking pool as one task,
+    /// whose thread shares it with the helpers when that is worth it. With
+    /// `inline_below_us` 0, every layer goes to the pool.
     ///
     /// [`LoadOptions::inline_below_us`]: crate::LoadOptions::inline_below_us
     ///
@@ -33,6 +42,18 @@ impl Bundle {
         let start = Instant::now();
         let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
         for layer in &self.layers {
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            // A cheap layer not worth sharing runs exactly as `evaluate_sequential` runs it:
+            // nothing to sort out first, so a layer of tiny rules costs what it does there.
+            if multi_thread && self.in_order_pays(layer, self.inline_below_us) {
+                if self.imports_wasi(layer) {
+                    tokio::task::block_in_place(|| self.in_order(layer, input, &mut evals, true))?;
+                } else {
+                    self.in_order(layer, input, &mut evals, true)?;
+                }
+                continue;
+            }
             // Results in this host's memory cache are served here, on the calling thread:
             // a lookup costs well under a microsecond, a hop to the blocking pool far more.
             let pending = self.pending(layer, input, &mut evals);
@@ -40,28 +61,29 @@ impl Bundle {
                 continue;
             }
             // Cheap rules run here too: below the budget, the hand-off would cost more than
-            // the rules. Unmeasured rules, and any that may wait on Redis, go to the pool.
+            // the rules. So does a layer worth sharing with the engine's helpers: this thread
+            // is then one of those doing it, and a hop to the pool would only add a wake-up
+            // of a pool thread (measured on 2 cores, twenty 20 us rules: 0.80x the
+            // sequential speed through the pool, 2.0x here). Unmeasured rules, any that may
+            // wait on Redis, and a lone expensive rule go to the pool.
             //
             // Inline means inside `block_in_place`: a rule's WASI calls (a file read through
             // a grant, a print) block on the ambient runtime, which tokio allows only there,
             // and only on a multi-thread runtime.
-            let multi_thread = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-            let cost = self.cost_us(&pending);
+            let indices = || pending.iter().map(|(i, _)| *i);
+            let cost = self.cost_us(indices());
+            let share = self.shares(indices());
             let inline = multi_thread
                 && self.inline_below_us > 0
-                && cost.is_some_and(|total| total < self.inline_below_us);
+                && cost.is_some_and(|total| total < self.inline_below_us || share);
             if inline {
                 // Rules that import no WASI (lean ones) never block on the runtime: they
                 // run right here, without `block_in_place`'s hand-off of this worker's
                 // other tasks.
-                if pending
-                    .iter()
-                    .any(|(i, _)| self.rules[*i].rule.pre().imports_wasi())
-                {
-                    tokio::task::block_in_place(|| self.run_here(pending, cost, input, &mut evals));
+                if self.imports_wasi(pending.iter().map(|(i, _)| i)) {
+                    tokio::task::block_in_place(|| self.run_here(pending, input, &mut evals));
                 } else {
-                    self.run_here(pending, cost, input, &mut evals);
+                    self.run_here(pending, input, &mut evals);
                 }
                 self.fill_missing(layer, &mut evals);
                 self.check_overload(layer, &evals)?;
@@ -71,7 +93,6 @@ impl Bundle {
             // the layer with the engine's helpers as `evaluate_blocking` does: a hop per
             // rule or per worker would cost about what a rule does, and a pool thread per
             // worker would leave the helpers idle.
-            let share = worth_sharing(pending.len(), cost, self.concurrency);
             let jobs = self.jobs(pending);
             let (input, concurrency) = (input.clone(), self.concurrency);
             let ran = tokio::task::spawn_blocking(move || {
@@ -107,9 +128,12 @@ impl Bundle {
         let start = Instant::now();
         let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
         for layer in &self.layers {
+            if self.in_order_pays(layer, u64::MAX) {
+                self.in_order(layer, input, &mut evals, true)?;
+                continue;
+            }
             let pending = self.pending(layer, input, &mut evals);
-            let cost = self.cost_us(&pending);
-            self.run_here(pending, cost, input, &mut evals);
+            self.run_here(pending, input, &mut evals);
             self.fill_missing(layer, &mut evals);
             self.check_overload(layer, &evals)?;
         }
@@ -137,10 +161,61 @@ impl Bundle {
 
     /// The recent cost of these rules together; `None` when one has none yet (or may wait
     /// on Redis).
-    fn cost_us(&self, pending: &[(usize, Vec<Upstream>)]) -> Option<u64> {
-        pending.iter().try_fold(0u64, |sum, (i, _)| {
-            Some(sum.saturating_add(self.rules[*i].inline_cost_us()?))
+    fn cost_us(&self, rules: impl IntoIterator<Item = usize>) -> Option<u64> {
+        rules.into_iter().try_fold(0u64, |sum, i| {
+            Some(sum.saturating_add(self.rules[i].inline_cost_us()?))
         })
+    }
+
+    /// Whether these rules, by their typical cost, are worth sharing with the engine's
+    /// helper threads ([`worth_sharing`]).
+    fn shares(&self, rules: impl IntoIterator<Item = usize>) -> bool {
+        let (mut n, mut cost) = (0, Some(0u64));
+        for i in rules {
+            n += 1;
+            cost = cost.and_then(|sum| Some(sum.saturating_add(self.rules[i].share_cost_us()?)));
+        }
+        worth_sharing(n, cost, self.concurrency)
+    }
+
+    /// Whether any of these rules imports WASI (and so may block on the ambient runtime).
+    fn imports_wasi<'a>(&self, rules: impl IntoIterator<Item = &'a usize>) -> bool {
+        rules
+            .into_iter()
+            .any(|&i| self.rules[i].rule.pre().imports_wasi())
+    }
+
+    /// Whether a layer is best run in order on this thread, as
+    /// [`Bundle::evaluate_sequential`] does: all its rules measured, costing less than
+    /// `budget_us` in all, and not worth sharing (cache hits among them only make it
+    /// cheaper).
+    fn in_order_pays(&self, layer: &[usize], budget_us: u64) -> bool {
+        self.cost_us(layer.iter().copied())
+            .is_some_and(|us| us < budget_us)
+            && !self.shares(layer.iter().copied())
+    }
+
+    /// Runs a layer's rules one after another on this thread, through the result cache when
+    /// `cached`; stops at the first the host could not run.
+    fn in_order(
+        &self,
+        layer: &[usize],
+        input: &Input,
+        evals: &mut [Option<Evaluation>],
+        cached: bool,
+    ) -> Result<(), Overloaded> {
+        for &i in layer {
+            let upstream = self.upstream_of(i, evals);
+            let rule = &self.rules[i];
+            evals[i] = Some(if cached {
+                rule.run(input, &upstream)
+            } else {
+                rule.rule.evaluate_with(input, &upstream)
+            });
+            // No verdict can come of it: do not make the rest wait for slots too.
+            self.check_overload(&[i], evals)?;
+        }
+        Ok(())
     }
 
     fn jobs(&self, pending: Vec<(usize, Vec<Upstream>)>) -> Vec<Job> {
@@ -150,17 +225,16 @@ impl Bundle {
             .collect()
     }
 
-    /// Runs one layer's pending rules, of recent total cost `cost`, on this thread: one after
-    /// another when they are cheap (nothing is cloned or moved for them), else shared with
-    /// the engine's helper threads ([`share_layer`]).
+    /// Runs one layer's pending rules on this thread: one after another when they are cheap
+    /// (nothing is cloned or moved for them), else shared with the engine's helper threads
+    /// ([`share_layer`]).
     fn run_here(
         &self,
         pending: Vec<(usize, Vec<Upstream>)>,
-        cost: Option<u64>,
         input: &Input,
         evals: &mut [Option<Evaluation>],
     ) {
-        if !worth_sharing(pending.len(), cost, self.concurrency) {
+        if !self.shares(pending.iter().map(|(i, _)| *i)) {
             for (i, upstream) in pending {
                 evals[i] = Some(self.rules[i].run(input, &upstream));
             }
@@ -238,17 +312,7 @@ impl Bundle {
         let start = Instant::now();
         let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
         for layer in &self.layers {
-            for &i in layer {
-                let upstream = self.upstream_of(i, &evals);
-                let rule = &self.rules[i];
-                evals[i] = Some(if cached {
-                    rule.run(input, &upstream)
-                } else {
-                    rule.rule.evaluate_with(input, &upstream)
-                });
-                // No verdict can come of it: do not make the rest wait for slots too.
-                self.check_overload(&[i], &evals)?;
-            }
+            self.in_order(layer, input, &mut evals, cached)?;
         }
         Ok(self.finish(evals, start))
     }
@@ -454,9 +518,15 @@ impl BundleResult {
 }
 
 /// Whether `n` rules of recent total cost `cost_us` (unknown counts as high) repay sharing
-/// them with helper threads.
+/// them with helper threads: enough work in all, and rules large enough on average that
+/// what sharing costs per rule (claiming it, handing back its result, its reused instance
+/// or pooled slot cold in the other core's cache) stays small beside them.
 fn worth_sharing(n: usize, cost_us: Option<u64>, concurrency: usize) -> bool {
-    n > 1 && concurrency > 1 && cost_us.is_none_or(|us| us >= PARALLEL_FROM_US)
+    n > 1
+        && concurrency > 1
+        && cost_us.is_none_or(|us| {
+            us >= PARALLEL_FROM_US && us >= (n as u64).saturating_mul(SHARED_RULE_FROM_US)
+        })
 }
 
 /// Shares one layer's rules between this thread and the engine's helper threads

@@ -257,6 +257,7 @@ fn compile_rules(
             cached: None,
             not_cached: None,
             recent_us: u64::MAX.into(),
+            typical_us: u64::MAX.into(),
         });
     }
     Ok(rules)

@@ -103,12 +103,14 @@ pub struct LoadOptions {
     /// The result cache the bundle's rules use, per their `cache` policies. Default: none.
     pub cache: Option<Arc<ResultCache>>,
     /// [`Bundle::evaluate`] runs a dependency layer on the calling thread (inside
-    /// `block_in_place`, on a multi-thread tokio runtime; a layer worth it is shared with the
-    /// engine's helper threads), instead of handing it to tokio's blocking pool, when its
-    /// rules' recent cost adds up to less than this many microseconds of CPU. A rule's
-    /// recent cost is the larger of its last evaluation's CPU time and a moving average, so
-    /// one slow evaluation sends it back to the pool at once; a rule not measured yet, or
-    /// one that may wait on Redis, always goes to the pool.
+    /// `block_in_place`, on a multi-thread tokio runtime), instead of handing it to tokio's
+    /// blocking pool, when its rules' recent cost adds up to less than this many
+    /// microseconds of CPU, and also when the layer is worth sharing with the engine's
+    /// helper threads (several measured rules with enough work between them): the calling
+    /// thread is then one of those running it, and a hop would only add a wake-up. A
+    /// rule's recent cost is the larger of its last evaluation's CPU time and a moving
+    /// average, so one slow evaluation sends it back to the pool at once; a rule not
+    /// measured yet, or one that may wait on Redis, always goes to the pool.
     ///
     /// Default [`LoadOptions::DEFAULT_INLINE_BELOW_US`]: a hand-off to the blocking pool
     /// costs tens of microseconds, more than most rules. 0 always uses the pool: right for
@@ -163,8 +165,12 @@ pub struct BundleRule {
     pub(super) cached: Option<Arc<RuleCache>>,
     /// Why it is not cached, when it is not.
     pub(super) not_cached: Option<String>,
-    /// Recent CPU time per evaluation, in microseconds (`u64::MAX`: not measured yet).
+    /// Recent CPU time per evaluation, in microseconds, quick to rise and slow to fall
+    /// (`u64::MAX`: not measured yet): whether to leave the calling thread.
     pub(super) recent_us: std::sync::atomic::AtomicU64,
+    /// Typical CPU time per evaluation, in sixteenths of a microsecond: a moving average
+    /// (`u64::MAX`: not measured yet): whether to share a layer.
+    pub(super) typical_us: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for BundleRule {
@@ -204,6 +210,20 @@ impl BundleRule {
         (us != u64::MAX).then_some(us)
     }
 
+    /// Typical cost of evaluating it, in microseconds, for choosing whether to share its
+    /// layer with helper threads; `None` as for [`BundleRule::inline_cost_us`].
+    ///
+    /// An average, not the cautious figure: one slow evaluation (a page fault, an
+    /// interrupt) would otherwise keep a layer of tiny rules shared for a score of
+    /// evaluations, where each rule costs more (its instance in the other core's cache),
+    /// which kept the figure high: measured, twenty ~1 us rules ran 6% slower than in
+    /// sequence that way.
+    pub(super) fn share_cost_us(&self) -> Option<u64> {
+        self.inline_cost_us()?;
+        let sixteenths = self.typical_us.load(std::sync::atomic::Ordering::Relaxed);
+        (sixteenths != u64::MAX).then_some(sixteenths.div_ceil(16))
+    }
+
     /// [`BundleRule::evaluate`], noting what it cost for choosing where the rule runs next.
     pub(super) fn run(&self, input: &Input, upstream: &[Upstream]) -> Evaluation {
         let eval = self.evaluate(input, upstream);
@@ -219,14 +239,24 @@ impl BundleRule {
         // CPU time, what the rule itself cost: wall time also counts the host being busy
         // (a loaded 2-core server preempts evaluations), which says nothing of the rule.
         let cost = eval.metering.cpu_us.max(1);
-        let old = self.recent_us.load(std::sync::atomic::Ordering::Relaxed);
+        let (recent, typical) = (&self.recent_us, &self.typical_us);
+        let old = recent.load(std::sync::atomic::Ordering::Relaxed);
         let new = if old == u64::MAX {
             cost
         } else {
             cost.max((old.saturating_mul(7) + cost) / 8)
         };
-        self.recent_us
-            .store(new, std::sync::atomic::Ordering::Relaxed);
+        recent.store(new, std::sync::atomic::Ordering::Relaxed);
+        // In sixteenths, so that the average does not creep down by rounding; `cpu_us` is
+        // rounded down, so half a microsecond is added back.
+        let cost = eval.metering.cpu_us.saturating_mul(16).saturating_add(8);
+        let old = typical.load(std::sync::atomic::Ordering::Relaxed);
+        let new = if old == u64::MAX {
+            cost
+        } else {
+            (old.saturating_mul(7) + cost) / 8
+        };
+        typical.store(new, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether its results are cached.
