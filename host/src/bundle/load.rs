@@ -256,8 +256,7 @@ fn compile_rules(
             tests: r.tests.clone(),
             cached: None,
             not_cached: None,
-            recent_us: u64::MAX.into(),
-            typical_us: u64::MAX.into(),
+            cost: Default::default(),
         });
     }
     Ok(rules)

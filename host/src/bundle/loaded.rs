@@ -12,6 +12,7 @@ use crate::rule::{Evaluation, Rule, Upstream};
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The step of loading a bundle that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -165,12 +166,8 @@ pub struct BundleRule {
     pub(super) cached: Option<Arc<RuleCache>>,
     /// Why it is not cached, when it is not.
     pub(super) not_cached: Option<String>,
-    /// Recent CPU time per evaluation, in microseconds, quick to rise and slow to fall
-    /// (`u64::MAX`: not measured yet): whether to leave the calling thread.
-    pub(super) recent_us: std::sync::atomic::AtomicU64,
-    /// Typical CPU time per evaluation, in sixteenths of a microsecond: a moving average
-    /// (`u64::MAX`: not measured yet): whether to share a layer.
-    pub(super) typical_us: std::sync::atomic::AtomicU64,
+    /// What its evaluations cost lately, for choosing where it runs.
+    pub(super) cost: RuleCost,
 }
 
 impl std::fmt::Debug for BundleRule {
@@ -200,68 +197,91 @@ impl BundleRule {
         self.cached.as_ref()?.l1_hit(&self.rule, input, upstream)
     }
 
-    /// Recent cost of evaluating it, in microseconds, for choosing where it runs; `None`
-    /// until it has run, or when it may wait on the network (a Redis L2 lookup).
+    /// Recent cost of evaluating it, in microseconds, for choosing whether it leaves the
+    /// calling thread ([`RuleCost::cautious_us`]). `None` until it has run, or when it may
+    /// wait on the network (a Redis L2 lookup).
     pub(super) fn inline_cost_us(&self) -> Option<u64> {
         if self.cached.as_ref().is_some_and(|c| c.has_l2()) {
             return None;
         }
-        let us = self.recent_us.load(std::sync::atomic::Ordering::Relaxed);
-        (us != u64::MAX).then_some(us)
+        self.cost.cautious_us()
     }
 
     /// Typical cost of evaluating it, in microseconds, for choosing whether to share its
-    /// layer with helper threads; `None` as for [`BundleRule::inline_cost_us`].
-    ///
-    /// An average, not the cautious figure: one slow evaluation (a page fault, an
-    /// interrupt) would otherwise keep a layer of tiny rules shared for a score of
-    /// evaluations, where each rule costs more (its instance in the other core's cache),
-    /// which kept the figure high: measured, twenty ~1 us rules ran 6% slower than in
-    /// sequence that way.
+    /// layer with helper threads ([`RuleCost::typical_us`]); `None` as for
+    /// [`BundleRule::inline_cost_us`].
     pub(super) fn share_cost_us(&self) -> Option<u64> {
         self.inline_cost_us()?;
-        let sixteenths = self.typical_us.load(std::sync::atomic::Ordering::Relaxed);
-        (sixteenths != u64::MAX).then_some(sixteenths.div_ceil(16))
+        self.cost.typical_us()
     }
 
     /// [`BundleRule::evaluate`], noting what it cost for choosing where the rule runs next.
     pub(super) fn run(&self, input: &Input, upstream: &[Upstream]) -> Evaluation {
         let eval = self.evaluate(input, upstream);
-        self.note_cost(&eval);
-        eval
-    }
-
-    /// Notes what an evaluation that ran (not a cache hit) cost.
-    fn note_cost(&self, eval: &Evaluation) {
-        if eval.cached {
-            return;
-        }
         // CPU time, what the rule itself cost: wall time also counts the host being busy
         // (a loaded 2-core server preempts evaluations), which says nothing of the rule.
-        let cost = eval.metering.cpu_us.max(1);
-        let (recent, typical) = (&self.recent_us, &self.typical_us);
-        let old = recent.load(std::sync::atomic::Ordering::Relaxed);
-        let new = if old == u64::MAX {
-            cost
-        } else {
-            cost.max((old.saturating_mul(7) + cost) / 8)
-        };
-        recent.store(new, std::sync::atomic::Ordering::Relaxed);
-        // In sixteenths, so that the average does not creep down by rounding; `cpu_us` is
-        // rounded down, so half a microsecond is added back.
-        let cost = eval.metering.cpu_us.saturating_mul(16).saturating_add(8);
-        let old = typical.load(std::sync::atomic::Ordering::Relaxed);
-        let new = if old == u64::MAX {
-            cost
-        } else {
-            (old.saturating_mul(7) + cost) / 8
-        };
-        typical.store(new, std::sync::atomic::Ordering::Relaxed);
+        // Cache hits cost nothing of the rule's.
+        if !eval.cached {
+            self.cost.note(eval.metering.cpu_us);
+        }
+        eval
     }
 
     /// Whether its results are cached.
     pub fn is_cached(&self) -> bool {
         self.cached.is_some()
+    }
+}
+
+/// What a rule's evaluations cost lately: the last one's CPU time and a moving average.
+#[derive(Debug)]
+pub(super) struct RuleCost {
+    /// The last evaluation's, in microseconds (`u64::MAX`: none yet).
+    last: AtomicU64,
+    /// The moving average (weight 1/8), in sixteenths of a microsecond, so that it does not
+    /// creep down by rounding (`u64::MAX`: none yet).
+    typical: AtomicU64,
+}
+
+impl Default for RuleCost {
+    fn default() -> Self {
+        RuleCost {
+            last: AtomicU64::new(u64::MAX),
+            typical: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl RuleCost {
+    /// Notes an evaluation's CPU time (`Metering::cpu_us`, rounded down, so half a
+    /// microsecond is added back to the average).
+    pub(super) fn note(&self, cpu_us: u64) {
+        self.last.store(cpu_us.max(1), Ordering::Relaxed);
+        let cost = cpu_us.saturating_mul(16).saturating_add(8);
+        let old = self.typical.load(Ordering::Relaxed);
+        let new = if old == u64::MAX {
+            cost
+        } else {
+            (old.saturating_mul(7) + cost) / 8
+        };
+        self.typical.store(new, Ordering::Relaxed);
+    }
+
+    /// The typical cost, in microseconds: whether a layer is worth sharing. The average
+    /// alone: one slow evaluation would otherwise get a layer of tiny rules shared, where
+    /// each rule costs more (its instance in the other core's cache), keeping the figure
+    /// high.
+    pub(super) fn typical_us(&self) -> Option<u64> {
+        let sixteenths = self.typical.load(Ordering::Relaxed);
+        (sixteenths != u64::MAX).then_some(sixteenths.div_ceil(16))
+    }
+
+    /// The larger of the last cost and the typical one, in microseconds: whether to leave
+    /// the calling thread. A rule turned slow leaves it at once, while a single slow
+    /// evaluation (cold caches) sends it away only once.
+    pub(super) fn cautious_us(&self) -> Option<u64> {
+        let last = self.last.load(Ordering::Relaxed);
+        (last != u64::MAX).then(|| last.max(self.typical_us().unwrap_or(0)))
     }
 }
 
@@ -412,4 +432,35 @@ pub struct RuleDescription {
     pub isolation: crate::Isolation,
     /// Its golden cases.
     pub tests: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RuleCost;
+
+    #[test]
+    fn a_rules_cost_is_unknown_until_it_ran_then_cautious_and_typical() {
+        let cost = RuleCost::default();
+        assert_eq!((cost.cautious_us(), cost.typical_us()), (None, None));
+        // Steady 7 us evaluations (6.5-7.5 us, rounded down to 7 by the metering): the
+        // average stays at 7 and does not creep down by rounding.
+        for _ in 0..100 {
+            cost.note(7);
+        }
+        assert_eq!((cost.cautious_us(), cost.typical_us()), (Some(8), Some(8)));
+        // One slow evaluation: the cautious figure follows at once, the typical one a
+        // little; the next ordinary evaluation brings the cautious one back down.
+        cost.note(200);
+        assert_eq!(cost.cautious_us(), Some(200));
+        let typical = cost.typical_us().unwrap();
+        assert!((30..40).contains(&typical), "{typical}");
+        cost.note(7);
+        assert_eq!(cost.cautious_us(), cost.typical_us());
+        assert!(cost.cautious_us().unwrap() < 40);
+        // A rule turned slow for good: the average follows within a few dozen evaluations.
+        for _ in 0..40 {
+            cost.note(100);
+        }
+        assert!(cost.typical_us().unwrap() >= 99, "{:?}", cost.typical_us());
+    }
 }
