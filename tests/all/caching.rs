@@ -643,8 +643,8 @@ fn cheap_rules_run_inline_and_costly_ones_on_the_pool() {
 
 /// Rules evaluated on the calling task still reach WASI (the sanctions rule reads its list
 /// through a grant, which blocks on the ambient runtime): that must work on a multi-thread
-/// runtime (inside `block_in_place`) and on a current-thread one (where nothing runs
-/// inline), never panic.
+/// runtime (inside `block_in_place`) and on a current-thread one (where only a layer of
+/// lean rules, which import no WASI, runs inline), never panic.
 #[test]
 fn inline_rules_that_read_granted_files_work_on_either_runtime_flavor() {
     let options = LoadOptions {

@@ -41,18 +41,23 @@ impl Bundle {
     pub async fn evaluate(&self, input: &Input) -> Result<BundleResult, Overloaded> {
         let start = Instant::now();
         let mut evals: Vec<Option<Evaluation>> = vec![None; self.rules.len()];
+        // Asked only when a rule imports WASI: a lean one never blocks on the runtime.
+        let multi_thread = || {
+            tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        };
         for layer in &self.layers {
-            let multi_thread = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
             // A cheap layer not worth sharing runs exactly as `evaluate_sequential` runs it:
             // nothing to sort out first, so a layer of tiny rules costs what it does there.
-            if multi_thread && self.in_order_pays(layer, self.inline_below_us) {
-                if self.imports_wasi(layer) {
-                    tokio::task::block_in_place(|| self.in_order(layer, input, &mut evals, true))?;
-                } else {
+            if self.in_order_pays(layer, self.inline_below_us) {
+                if !self.imports_wasi(layer) {
                     self.in_order(layer, input, &mut evals, true)?;
+                    continue;
                 }
-                continue;
+                if multi_thread() {
+                    tokio::task::block_in_place(|| self.in_order(layer, input, &mut evals, true))?;
+                    continue;
+                }
             }
             // Results in this host's memory cache are served here, on the calling thread:
             // a lookup costs well under a microsecond, a hop to the blocking pool far more.
@@ -73,9 +78,9 @@ impl Bundle {
             let indices = || pending.iter().map(|(i, _)| *i);
             let cost = self.cost_us(indices());
             let share = self.shares(indices());
-            let inline = multi_thread
-                && self.inline_below_us > 0
-                && cost.is_some_and(|total| total < self.inline_below_us || share);
+            let inline = self.inline_below_us > 0
+                && cost.is_some_and(|total| total < self.inline_below_us || share)
+                && (!self.imports_wasi(pending.iter().map(|(i, _)| i)) || multi_thread());
             if inline {
                 // Rules that import no WASI (lean ones) never block on the runtime: they
                 // run right here, without `block_in_place`'s hand-off of this worker's
