@@ -153,38 +153,37 @@ unsafe impl<F: GlobalAlloc, const N: usize> GlobalAlloc for Arena<F, N> {
     }
 }
 
-/// Bytes of the arena: a typical evaluation's blocks with room to spare (the payments
-/// rules use under 4 KiB).
+/// Bytes of the arena: an evaluation's short-lived blocks with room to spare; what does not
+/// fit goes to the general allocator.
 #[cfg(all(target_arch = "wasm32", feature = "arena"))]
 const ARENA_BYTES: usize = 32 << 10;
 
-/// The general allocator behind the arena: the lean build's own, or the target's.
+/// The general allocator behind the arena: the lean build's own (talc), or the target's.
 #[cfg(all(
     target_arch = "wasm32",
     feature = "arena",
     not(target_os = "wasi"),
     feature = "lean-allocator"
 ))]
-type General = crate::lean::Lean;
+use crate::lean::{Lean as General, lean as general};
 #[cfg(all(
     target_arch = "wasm32",
     feature = "arena",
     not(all(not(target_os = "wasi"), feature = "lean-allocator"))
 ))]
 type General = std::alloc::System;
+#[cfg(all(
+    target_arch = "wasm32",
+    feature = "arena",
+    not(all(not(target_os = "wasi"), feature = "lean-allocator"))
+))]
+const fn general() -> General {
+    std::alloc::System
+}
 
 #[cfg(all(target_arch = "wasm32", feature = "arena"))]
 #[global_allocator]
-pub(crate) static ALLOCATOR: Arena<General, ARENA_BYTES> = Arena::new({
-    #[cfg(all(not(target_os = "wasi"), feature = "lean-allocator"))]
-    {
-        crate::lean::lean()
-    }
-    #[cfg(not(all(not(target_os = "wasi"), feature = "lean-allocator")))]
-    {
-        std::alloc::System
-    }
-});
+pub(crate) static ALLOCATOR: Arena<General, ARENA_BYTES> = Arena::new(general());
 
 #[cfg(test)]
 mod tests {

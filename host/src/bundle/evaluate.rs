@@ -27,11 +27,12 @@ const SHARED_RULE_FROM_US: u64 = 5;
 impl Bundle {
     /// Evaluates the bundle, one dependency layer after another; dependents get their
     /// upstream decisions. Results found in the in-memory cache are served on the calling
-    /// task. The rest of a layer runs on the calling thread (inside `block_in_place`) when
-    /// its rules recently cost less than [`LoadOptions::inline_below_us`] in all, or when
-    /// it is worth sharing with the engine's helper threads (`concurrency` threads in all,
-    /// the calling one among them); otherwise it goes to tokio's blocking pool as one task,
-    /// whose thread shares it with the helpers when that is worth it. With
+    /// task. The rest of a layer runs on the calling thread when its rules recently cost
+    /// less than [`LoadOptions::inline_below_us`] in all, or when it is worth sharing with
+    /// the engine's helper threads (`concurrency` threads in all, the calling one among
+    /// them); a layer with a rule that imports WASI does so only on a multi-thread runtime,
+    /// inside `block_in_place`. Otherwise the layer goes to tokio's blocking pool as one
+    /// task, whose thread shares it with the helpers when that is worth it. With
     /// `inline_below_us` 0, every layer goes to the pool.
     ///
     /// [`LoadOptions::inline_below_us`]: crate::LoadOptions::inline_below_us
@@ -50,7 +51,7 @@ impl Bundle {
             // A cheap layer not worth sharing runs exactly as `evaluate_sequential` runs it:
             // nothing to sort out first, so a layer of tiny rules costs what it does there.
             if self.in_order_pays(layer, self.inline_below_us) {
-                if !self.imports_wasi(layer) {
+                if !self.imports_wasi(layer.iter().copied()) {
                     self.in_order(layer, input, &mut evals, true)?;
                     continue;
                 }
@@ -78,17 +79,20 @@ impl Bundle {
             let indices = || pending.iter().map(|(i, _)| *i);
             let cost = self.cost_us(indices());
             let share = self.shares(indices());
+            let wasi = self.imports_wasi(indices());
             let inline = self.inline_below_us > 0
                 && cost.is_some_and(|total| total < self.inline_below_us || share)
-                && (!self.imports_wasi(pending.iter().map(|(i, _)| i)) || multi_thread());
+                && (!wasi || multi_thread());
             if inline {
                 // Rules that import no WASI (lean ones) never block on the runtime: they
                 // run right here, without `block_in_place`'s hand-off of this worker's
                 // other tasks.
-                if self.imports_wasi(pending.iter().map(|(i, _)| i)) {
-                    tokio::task::block_in_place(|| self.run_here(pending, input, &mut evals));
+                if wasi {
+                    tokio::task::block_in_place(|| {
+                        self.run_here(pending, share, input, &mut evals)
+                    });
                 } else {
-                    self.run_here(pending, input, &mut evals);
+                    self.run_here(pending, share, input, &mut evals);
                 }
                 self.fill_missing(layer, &mut evals);
                 self.check_overload(layer, &evals)?;
@@ -138,7 +142,8 @@ impl Bundle {
                 continue;
             }
             let pending = self.pending(layer, input, &mut evals);
-            self.run_here(pending, input, &mut evals);
+            let share = self.shares(pending.iter().map(|(i, _)| *i));
+            self.run_here(pending, share, input, &mut evals);
             self.fill_missing(layer, &mut evals);
             self.check_overload(layer, &evals)?;
         }
@@ -184,10 +189,10 @@ impl Bundle {
     }
 
     /// Whether any of these rules imports WASI (and so may block on the ambient runtime).
-    fn imports_wasi<'a>(&self, rules: impl IntoIterator<Item = &'a usize>) -> bool {
+    fn imports_wasi(&self, rules: impl IntoIterator<Item = usize>) -> bool {
         rules
             .into_iter()
-            .any(|&i| self.rules[i].rule.pre().imports_wasi())
+            .any(|i| self.rules[i].rule.pre().imports_wasi())
     }
 
     /// Whether a layer is best run in order on this thread, as
@@ -230,16 +235,17 @@ impl Bundle {
             .collect()
     }
 
-    /// Runs one layer's pending rules on this thread: one after another when they are cheap
-    /// (nothing is cloned or moved for them), else shared with the engine's helper threads
-    /// ([`share_layer`]).
+    /// Runs one layer's pending rules on this thread: one after another (nothing is cloned
+    /// or moved for them), or, when `share` ([`Bundle::shares`]), with the engine's helper
+    /// threads ([`share_layer`]).
     fn run_here(
         &self,
         pending: Vec<(usize, Vec<Upstream>)>,
+        share: bool,
         input: &Input,
         evals: &mut [Option<Evaluation>],
     ) {
-        if !self.shares(pending.iter().map(|(i, _)| *i)) {
+        if !share {
             for (i, upstream) in pending {
                 evals[i] = Some(self.rules[i].run(input, &upstream));
             }

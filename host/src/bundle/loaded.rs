@@ -201,18 +201,23 @@ impl BundleRule {
     /// calling thread ([`RuleCost::cautious_us`]). `None` until it has run, or when it may
     /// wait on the network (a Redis L2 lookup).
     pub(super) fn inline_cost_us(&self) -> Option<u64> {
-        if self.cached.as_ref().is_some_and(|c| c.has_l2()) {
-            return None;
-        }
-        self.cost.cautious_us()
+        self.cost_is_its_own()
+            .then(|| self.cost.cautious_us())
+            .flatten()
+    }
+
+    /// Whether its cost is its own: not when a result-cache lookup may wait on Redis.
+    fn cost_is_its_own(&self) -> bool {
+        !self.cached.as_ref().is_some_and(|c| c.has_l2())
     }
 
     /// Typical cost of evaluating it, in microseconds, for choosing whether to share its
     /// layer with helper threads ([`RuleCost::typical_us`]); `None` as for
     /// [`BundleRule::inline_cost_us`].
     pub(super) fn share_cost_us(&self) -> Option<u64> {
-        self.inline_cost_us()?;
-        self.cost.typical_us()
+        self.cost_is_its_own()
+            .then(|| self.cost.typical_us())
+            .flatten()
     }
 
     /// [`BundleRule::evaluate`], noting what it cost for choosing where the rule runs next.
