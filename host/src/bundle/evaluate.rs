@@ -1,6 +1,7 @@
 //! Evaluating a bundle: its dependency layers in order, each layer's rules concurrently,
 //! and the combination of their decisions into one verdict.
 
+use super::loaded::Costs;
 use super::{Bundle, BundleRule, Combine, OnError};
 use crate::error::{ErrorKind, EvalError};
 use crate::input::Input;
@@ -47,11 +48,11 @@ impl Bundle {
             tokio::runtime::Handle::try_current()
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
         };
-        for layer in &self.layers {
+        for (layer, &wasi) in self.layers.iter().zip(&self.wasi_layers) {
             // A cheap layer not worth sharing runs exactly as `evaluate_sequential` runs it:
             // nothing to sort out first, so a layer of tiny rules costs what it does there.
             if self.in_order_pays(layer, self.inline_below_us) {
-                if !self.imports_wasi(layer.iter().copied()) {
+                if !wasi {
                     self.in_order(layer, input, &mut evals, true)?;
                     continue;
                 }
@@ -76,12 +77,10 @@ impl Bundle {
             // Inline means inside `block_in_place`: a rule's WASI calls (a file read through
             // a grant, a print) block on the ambient runtime, which tokio allows only there,
             // and only on a multi-thread runtime.
-            let indices = || pending.iter().map(|(i, _)| *i);
-            let cost = self.cost_us(indices());
-            let share = self.shares(indices());
-            let wasi = self.imports_wasi(indices());
+            let estimate = self.estimate(pending.iter().map(|(i, _)| *i));
+            let share = estimate.shares(self.concurrency);
             let inline = self.inline_below_us > 0
-                && cost.is_some_and(|total| total < self.inline_below_us || share)
+                && (estimate.below(self.inline_below_us) || (share && estimate.is_known()))
                 && (!wasi || multi_thread());
             if inline {
                 // Rules that import no WASI (lean ones) never block on the runtime: they
@@ -142,7 +141,9 @@ impl Bundle {
                 continue;
             }
             let pending = self.pending(layer, input, &mut evals);
-            let share = self.shares(pending.iter().map(|(i, _)| *i));
+            let share = self
+                .estimate(pending.iter().map(|(i, _)| *i))
+                .shares(self.concurrency);
             self.run_here(pending, share, input, &mut evals);
             self.fill_missing(layer, &mut evals);
             self.check_overload(layer, &evals)?;
@@ -169,30 +170,26 @@ impl Bundle {
         pending
     }
 
-    /// The recent cost of these rules together; `None` when one has none yet (or may wait
-    /// on Redis).
-    fn cost_us(&self, rules: impl IntoIterator<Item = usize>) -> Option<u64> {
-        rules.into_iter().try_fold(0u64, |sum, i| {
-            Some(sum.saturating_add(self.rules[i].inline_cost_us()?))
-        })
-    }
-
-    /// Whether these rules, by their typical cost, are worth sharing with the engine's
-    /// helper threads ([`worth_sharing`]).
-    fn shares(&self, rules: impl IntoIterator<Item = usize>) -> bool {
-        let (mut n, mut cost) = (0, Some(0u64));
+    /// What these rules cost lately, together, each rule's figures read once.
+    fn estimate(&self, rules: impl IntoIterator<Item = usize>) -> Estimate {
+        let mut estimate = Estimate {
+            rules: 0,
+            costs: Some(Costs {
+                cautious: 0,
+                typical: 0,
+            }),
+        };
         for i in rules {
-            n += 1;
-            cost = cost.and_then(|sum| Some(sum.saturating_add(self.rules[i].share_cost_us()?)));
+            estimate.rules += 1;
+            estimate.costs = estimate.costs.and_then(|sum| {
+                let rule = self.rules[i].recent_cost()?;
+                Some(Costs {
+                    cautious: sum.cautious.saturating_add(rule.cautious),
+                    typical: sum.typical.saturating_add(rule.typical),
+                })
+            });
         }
-        worth_sharing(n, cost, self.concurrency)
-    }
-
-    /// Whether any of these rules imports WASI (and so may block on the ambient runtime).
-    fn imports_wasi(&self, rules: impl IntoIterator<Item = usize>) -> bool {
-        rules
-            .into_iter()
-            .any(|i| self.rules[i].rule.pre().imports_wasi())
+        estimate
     }
 
     /// Whether a layer is best run in order on this thread, as
@@ -200,9 +197,8 @@ impl Bundle {
     /// `budget_us` in all, and not worth sharing (cache hits among them only make it
     /// cheaper).
     fn in_order_pays(&self, layer: &[usize], budget_us: u64) -> bool {
-        self.cost_us(layer.iter().copied())
-            .is_some_and(|us| us < budget_us)
-            && !self.shares(layer.iter().copied())
+        let estimate = self.estimate(layer.iter().copied());
+        estimate.below(budget_us) && !estimate.shares(self.concurrency)
     }
 
     /// Runs a layer's rules one after another on this thread, through the result cache when
@@ -538,6 +534,32 @@ fn worth_sharing(n: usize, cost_us: Option<u64>, concurrency: usize) -> bool {
         && cost_us.is_none_or(|us| {
             us >= PARALLEL_FROM_US && us >= (n as u64).saturating_mul(SHARED_RULE_FROM_US)
         })
+}
+
+/// What a set of rules cost lately, summed ([`Costs`]).
+struct Estimate {
+    rules: usize,
+    /// `None` when one of them has not run yet, or may wait on Redis.
+    costs: Option<Costs>,
+}
+
+impl Estimate {
+    /// Whether every rule was measured.
+    fn is_known(&self) -> bool {
+        self.costs.is_some()
+    }
+
+    /// Whether every rule was measured and together they cost less than `budget_us`, by
+    /// the cautious figures.
+    fn below(&self, budget_us: u64) -> bool {
+        self.costs.is_some_and(|c| c.cautious < budget_us)
+    }
+
+    /// Whether the rules, by their typical cost, are worth sharing between `concurrency`
+    /// threads ([`worth_sharing`]).
+    fn shares(&self, concurrency: usize) -> bool {
+        worth_sharing(self.rules, self.costs.map(|c| c.typical), concurrency)
+    }
 }
 
 /// Shares one layer's rules between this thread and the engine's helper threads

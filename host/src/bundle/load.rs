@@ -55,7 +55,11 @@ impl Bundle {
                 }
             }
         }
-        let rules = rules.into_iter().map(Arc::new).collect();
+        let rules: Vec<_> = rules.into_iter().map(Arc::new).collect();
+        let wasi_layers = layers
+            .iter()
+            .map(|layer| layer.iter().any(|&i| rules[i].rule.pre().imports_wasi()))
+            .collect();
         let concurrency = manifest
             .bundle
             .concurrency
@@ -65,6 +69,7 @@ impl Bundle {
             manifest,
             rules,
             layers,
+            wasi_layers,
             concurrency,
             inline_below_us: options.inline_below_us,
             signed_by,

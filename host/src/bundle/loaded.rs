@@ -197,27 +197,14 @@ impl BundleRule {
         self.cached.as_ref()?.l1_hit(&self.rule, input, upstream)
     }
 
-    /// Recent cost of evaluating it, in microseconds, for choosing whether it leaves the
-    /// calling thread ([`RuleCost::cautious_us`]). `None` until it has run, or when it may
-    /// wait on the network (a Redis L2 lookup).
-    pub(super) fn inline_cost_us(&self) -> Option<u64> {
-        self.cost_is_its_own()
-            .then(|| self.cost.cautious_us())
-            .flatten()
-    }
-
-    /// Whether its cost is its own: not when a result-cache lookup may wait on Redis.
-    fn cost_is_its_own(&self) -> bool {
-        !self.cached.as_ref().is_some_and(|c| c.has_l2())
-    }
-
-    /// Typical cost of evaluating it, in microseconds, for choosing whether to share its
-    /// layer with helper threads ([`RuleCost::typical_us`]); `None` as for
-    /// [`BundleRule::inline_cost_us`].
-    pub(super) fn share_cost_us(&self) -> Option<u64> {
-        self.cost_is_its_own()
-            .then(|| self.cost.typical_us())
-            .flatten()
+    /// What evaluating it cost lately, in microseconds ([`RuleCost::read`]), for choosing
+    /// where it runs. `None` until it has run, or when it may wait on the network (a Redis
+    /// L2 lookup).
+    pub(super) fn recent_cost(&self) -> Option<Costs> {
+        if self.cached.as_ref().is_some_and(|c| c.has_l2()) {
+            return None;
+        }
+        self.cost.read()
     }
 
     /// [`BundleRule::evaluate`], noting what it cost for choosing where the rule runs next.
@@ -272,22 +259,36 @@ impl RuleCost {
         self.typical.store(new, Ordering::Relaxed);
     }
 
-    /// The typical cost, in microseconds: whether a layer is worth sharing. The average
-    /// alone: one slow evaluation would otherwise get a layer of tiny rules shared, where
-    /// each rule costs more (its instance in the other core's cache), keeping the figure
-    /// high.
-    pub(super) fn typical_us(&self) -> Option<u64> {
-        let sixteenths = self.typical.load(Ordering::Relaxed);
-        (sixteenths != u64::MAX).then_some(sixteenths.div_ceil(16))
-    }
-
-    /// The larger of the last cost and the typical one, in microseconds: whether to leave
-    /// the calling thread. A rule turned slow leaves it at once, while a single slow
-    /// evaluation (cold caches) sends it away only once.
-    pub(super) fn cautious_us(&self) -> Option<u64> {
+    /// Its figures, in microseconds, each read once; `None` until an evaluation was noted.
+    pub(super) fn read(&self) -> Option<Costs> {
         let last = self.last.load(Ordering::Relaxed);
-        (last != u64::MAX).then(|| last.max(self.typical_us().unwrap_or(0)))
+        if last == u64::MAX {
+            return None;
+        }
+        // `note` stores the last cost first: a reader between the two stores sees no
+        // average yet, and the last cost is the best guess of it.
+        let typical = match self.typical.load(Ordering::Relaxed) {
+            u64::MAX => last,
+            sixteenths => sixteenths.div_ceil(16),
+        };
+        Some(Costs {
+            cautious: last.max(typical),
+            typical,
+        })
     }
+}
+
+/// A rule's recent costs, in microseconds ([`RuleCost::read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Costs {
+    /// The larger of the last cost and the typical one: whether to leave the calling
+    /// thread. A rule turned slow leaves it at once, while a single slow evaluation (cold
+    /// caches) sends it away only once.
+    pub cautious: u64,
+    /// The average alone: whether a layer is worth sharing. One slow evaluation would
+    /// otherwise get a layer of tiny rules shared, where each rule costs more (its instance
+    /// in the other core's cache), keeping the figure high.
+    pub typical: u64,
 }
 
 /// A verified, compiled bundle, ready to evaluate. Immutable: a new revision is a new
@@ -297,6 +298,9 @@ pub struct Bundle {
     pub(super) manifest: Manifest,
     pub(super) rules: Vec<Arc<BundleRule>>,
     pub(super) layers: Vec<Vec<usize>>,
+    /// Per layer, whether one of its rules imports WASI (and so may block on the ambient
+    /// runtime): asked on every evaluation, so worked out once.
+    pub(super) wasi_layers: Vec<bool>,
     pub(super) concurrency: usize,
     pub(super) inline_below_us: u64,
     pub(super) digest: String,
@@ -441,31 +445,47 @@ pub struct RuleDescription {
 
 #[cfg(test)]
 mod tests {
-    use super::RuleCost;
+    use super::{Costs, RuleCost};
 
     #[test]
     fn a_rules_cost_is_unknown_until_it_ran_then_cautious_and_typical() {
         let cost = RuleCost::default();
-        assert_eq!((cost.cautious_us(), cost.typical_us()), (None, None));
+        assert_eq!(cost.read(), None);
         // Steady 7 us evaluations (6.5-7.5 us, rounded down to 7 by the metering): the
         // average stays at 7 and does not creep down by rounding.
         for _ in 0..100 {
             cost.note(7);
         }
-        assert_eq!((cost.cautious_us(), cost.typical_us()), (Some(8), Some(8)));
+        let steady = Costs {
+            cautious: 8,
+            typical: 8,
+        };
+        assert_eq!(cost.read(), Some(steady));
         // One slow evaluation: the cautious figure follows at once, the typical one a
         // little; the next ordinary evaluation brings the cautious one back down.
         cost.note(200);
-        assert_eq!(cost.cautious_us(), Some(200));
-        let typical = cost.typical_us().unwrap();
-        assert!((30..40).contains(&typical), "{typical}");
+        let spiked = cost.read().unwrap();
+        assert_eq!(spiked.cautious, 200);
+        assert!((30..40).contains(&spiked.typical), "{spiked:?}");
         cost.note(7);
-        assert_eq!(cost.cautious_us(), cost.typical_us());
-        assert!(cost.cautious_us().unwrap() < 40);
+        let after = cost.read().unwrap();
+        assert_eq!(after.cautious, after.typical);
+        assert!(after.cautious < 40, "{after:?}");
         // A rule turned slow for good: the average follows within a few dozen evaluations.
         for _ in 0..40 {
             cost.note(100);
         }
-        assert!(cost.typical_us().unwrap() >= 99, "{:?}", cost.typical_us());
+        assert!(cost.read().unwrap().typical >= 99, "{:?}", cost.read());
+    }
+
+    #[test]
+    fn a_cost_read_between_the_two_stores_takes_the_last_as_typical() {
+        let cost = RuleCost::default();
+        cost.last.store(12, std::sync::atomic::Ordering::Relaxed);
+        let read = Costs {
+            cautious: 12,
+            typical: 12,
+        };
+        assert_eq!(cost.read(), Some(read));
     }
 }
