@@ -53,7 +53,7 @@ impl<F, const N: usize> Arena<F, N> {
         self.mem.get() as usize
     }
 
-    fn contains(&self, ptr: *mut u8) -> bool {
+    pub(crate) fn contains(&self, ptr: *mut u8) -> bool {
         let addr = ptr as usize;
         addr >= self.base() && addr < self.base() + N
     }

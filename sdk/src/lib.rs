@@ -41,7 +41,8 @@
 //! In every Wasm build the `arena` feature (default) puts a 32 KiB bump arena in front of the
 //! general allocator: an evaluation's short-lived blocks cost a pointer bump, and the arena
 //! starts over once they are all freed. State that outlives an evaluation belongs in
-//! [`persistent`]; `init` and [`Request::settings_shared`] already are. To bring your own
+//! [`persistent`]; `init` and [`Request::settings_shared`] already are ([`in_arena`] tells
+//! where a value lives). To bring your own
 //! `#[global_allocator]`, turn off `arena` and `lean-allocator`.
 
 #![deny(missing_docs)]
@@ -102,6 +103,22 @@ pub fn persistent<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(not(all(target_arch = "wasm32", feature = "arena")))]
     {
         f()
+    }
+}
+
+/// Whether `value` lives in the SDK's per-evaluation arena (see [`persistent`]); always
+/// `false` natively and without the `arena` feature. For checking that state meant to
+/// outlive an evaluation was made outside it: a block left in the arena keeps the arena
+/// from starting over.
+pub fn in_arena<T: ?Sized>(value: &T) -> bool {
+    #[cfg(all(target_arch = "wasm32", feature = "arena"))]
+    {
+        arena::ALLOCATOR.contains((value as *const T).cast::<u8>().cast_mut())
+    }
+    #[cfg(not(all(target_arch = "wasm32", feature = "arena")))]
+    {
+        let _ = value;
+        false
     }
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, a module per area.
 
+mod arena;
 mod artifacts;
 mod bundles;
 mod caching;
