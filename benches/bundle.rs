@@ -164,18 +164,9 @@ fn eval_table(engine: &Engine) {
     for &(c, h) in &rows {
         run(c, h);
     }
-    // Each round in its own shuffled order: whatever a row leaves behind (cold caches, an
-    // instance on the other core, a sleeping helper) falls on a different row each time.
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut order: Vec<usize> = (0..rows.len()).collect();
+    let mut shuffled = rulebox_benches::Rounds::new(rows.len());
     for _ in 0..rounds {
-        for j in (1..order.len()).rev() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            order.swap(j, (seed % (j as u64 + 1)) as usize);
-        }
-        for &k in &order {
+        for &k in shuffled.next_order() {
             ns[k].push(run(rows[k].0, rows[k].1));
         }
     }

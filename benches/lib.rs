@@ -119,3 +119,32 @@ pub fn wrk_field(report: &str, prefix: &str) -> String {
         .map(|v| v.trim().to_owned())
         .unwrap_or_else(|| panic!("no `{prefix}` in wrk's output:\n{report}"))
 }
+
+/// Orders for interleaved rounds of `rows` rows: each round its own shuffle (a fixed
+/// xorshift seed, so runs are comparable), so that whatever a row leaves behind (cold caches,
+/// an instance on the other core, a sleeping helper) falls on a different row each time.
+pub struct Rounds {
+    order: Vec<usize>,
+    seed: u64,
+}
+
+impl Rounds {
+    /// Rounds over rows `0..rows`.
+    pub fn new(rows: usize) -> Rounds {
+        Rounds {
+            order: (0..rows).collect(),
+            seed: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    /// The next round's order (Fisher-Yates).
+    pub fn next_order(&mut self) -> &[usize] {
+        for j in (1..self.order.len()).rev() {
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            self.order.swap(j, (self.seed % (j as u64 + 1)) as usize);
+        }
+        &self.order
+    }
+}

@@ -456,13 +456,15 @@ fn main() {
     for row in &mut rows {
         (row.run)();
     }
-    // Each round starts at a different row: whichever row runs first after another
-    // bundle's finds the CPU caches cold (measured: ~2 us of 4 on the cached rows), so a
-    // fixed order would charge that to the same rows every time.
-    let k = rows.len();
-    for round in 0..rounds {
-        for j in 0..k {
-            let row = &mut rows[(round + j) % k];
+    // Each round in its own shuffled order: a row run after another engine's or another
+    // bundle's finds the CPU caches cold (measured: ~2 us of 4 on the cached rows). A fixed
+    // order, even started at a different row each round, gives each row the same
+    // predecessor almost every time, so the first rulebox row always paid for regorus'
+    // footprint and the one after it ran warm.
+    let mut shuffled = rulebox_benches::Rounds::new(rows.len());
+    for _ in 0..rounds {
+        for &i in shuffled.next_order() {
+            let row = &mut rows[i];
             let start = Instant::now();
             (row.run)();
             row.ns
@@ -537,9 +539,11 @@ fn on_a_worker(
     let medians = rt
         .block_on(rt.spawn(async move {
             let mut ns: [Vec<f64>; 4] = Default::default();
+            // Shuffled, as in the main table: in a rotation each row nearly always follows
+            // the same one, and the row after the other bundle's starts cold.
+            let mut shuffled = rulebox_benches::Rounds::new(4);
             for round in 0..=rounds {
-                for k in 0..4 {
-                    let k = (k + round) % 4;
+                for &k in shuffled.next_order() {
                     let bundle = if k < 2 { &warm } else { &cached };
                     let start = Instant::now();
                     for input in parsed.iter() {
