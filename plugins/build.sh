@@ -23,10 +23,11 @@ tools="${RULEBOX_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/rulebox/tools}"
 wcl_version="0.5.31"
 # 64 KiB guest stack: halves per-evaluation instantiation cost (see sdk docs).
 stack_flag="-Clink-arg=-zstack-size=65536"
-# Rules built lean too: those that read no files, clocks or environment. A lean rule starts
+# Rules built lean too: those that read no clocks or environment and no files but through
+# rulebox_sdk::read_grant (the host's rulebox:rule/grants, not WASI). A lean rule starts
 # with 128 KiB of memory (64 KiB stack, static data, the rest heap) so that a typical
 # evaluation never grows it; the SDK's allocator uses that heap before growing.
-lean_crates=(amount_limit risk_score fixture_echo)
+lean_crates=(amount_limit risk_score sanctions_check fixture_echo)
 lean_flags="\"-Clink-arg=--initial-memory=131072\""
 check_only=false
 [ "${1:-}" = "--check" ] && check_only=true
@@ -52,7 +53,7 @@ assemble_bundles() {
     cp -r "$src"/. "$out/$name/"
     # Each component the manifest names: rules/{python,js,c}/X.wasm from those
     # kits' builds, rules/X.wasm from the Rust crate X (its lean build where there is one, see
-    # lean_crates; sanctions reads its list through WASI).
+    # lean_crates).
     local component
     for component in $(sed -n 's/^component = "rules\/\(.*\)\.wasm"$/\1/p' "$src/bundle.toml"); do
       local wasm

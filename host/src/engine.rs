@@ -90,6 +90,7 @@ impl Engine {
         let mut linker = Linker::new(&wasmtime);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| crate::sandbox::add_deadline_sleeps(&mut linker))
+            .and_then(|()| crate::sandbox::add_grant_reads(&mut linker))
             .and_then(|()| {
                 bindings::Rule::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s)
             })

@@ -7,7 +7,11 @@ use crate::error::LoadError;
 use wasmparser::{Encoding, Instance, Parser, Payload};
 
 /// The `rulebox:rule` interfaces the host provides.
-pub(crate) const HOST_IMPORTS: [&str; 2] = ["rulebox:rule/host@0.1.0", "rulebox:rule/types@0.1.0"];
+pub(crate) const HOST_IMPORTS: [&str; 3] = [
+    "rulebox:rule/host@0.1.0",
+    "rulebox:rule/types@0.1.0",
+    "rulebox:rule/grants@0.1.0",
+];
 
 /// The WASI 0.2 packages the sandbox links (wasmtime-wasi's synchronous set). Files are
 /// the rule's read-only grants, sockets are denied, clocks and randomness are real.
@@ -77,7 +81,7 @@ pub(crate) fn check_import(name: &str) -> Result<(), LoadError> {
         })
     };
     let provided = format!(
-        "it provides rulebox:rule/host@0.1.0 and WASI 0.2: wasi:{}",
+        "it provides rulebox:rule/host@0.1.0, rulebox:rule/grants@0.1.0 and WASI 0.2: wasi:{}",
         WASI_PACKAGES.join(", wasi:")
     );
     let Some(wasi) = name.strip_prefix("wasi:") else {
@@ -113,6 +117,7 @@ mod tests {
     fn imports_are_judged_by_package_and_version() {
         for ok in [
             "rulebox:rule/host@0.1.0",
+            "rulebox:rule/grants@0.1.0",
             "wasi:io/poll@0.2.3",
             "wasi:cli/environment@0.2.0",
             "wasi:filesystem/preopens@0.2.6",

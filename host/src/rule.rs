@@ -628,14 +628,18 @@ impl Sandbox {
             .allow_blocking_current_thread(true);
         // A pre-initialized rule read its grants when it was initialized; its evaluations
         // start from that state and get no directories.
-        if !rule.pre.initialized() {
-            for g in &rule.grants {
-                if let Err(e) = wasi.preopened_dir(&g.host, &g.guest, FsPerms::ReadOnly) {
-                    return Err(EvalError::Trap {
-                        message: format!("cannot open grant `{}`: {e:#}", g.host.display()),
-                        detail: None,
-                    });
-                }
+        let grants: &[Grant] = if rule.pre.initialized() {
+            &[]
+        } else {
+            &rule.grants
+        };
+        // The same directories through WASI and through `rulebox:rule/grants`.
+        for g in grants {
+            if let Err(e) = wasi.preopened_dir(&g.host, &g.guest, FsPerms::ReadOnly) {
+                return Err(EvalError::Trap {
+                    message: format!("cannot open grant `{}`: {e:#}", g.host.display()),
+                    detail: None,
+                });
             }
         }
         let limits = rule.limits;
@@ -649,6 +653,11 @@ impl Sandbox {
             slept_past_deadline: false,
             started: now,
             cpu_start: Duration::ZERO,
+            grants: grants
+                .iter()
+                .map(|g| (g.host.clone(), g.guest.clone()))
+                .collect(),
+            grant_read_bytes: limits.memory_bytes as u64,
         };
         let mut store = Store::new(engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);

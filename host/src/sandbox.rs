@@ -30,6 +30,87 @@ pub(crate) struct StoreState {
     /// epoch callback charges the rule only for the CPU its thread used since.
     pub started: std::time::Instant,
     pub cpu_start: std::time::Duration,
+    /// What `rulebox:rule/grants.read` may read: the directories this sandbox was granted
+    /// (none for a pre-initialized rule's evaluations), and at most how many bytes a file.
+    pub grants: Vec<GrantDir>,
+    pub grant_read_bytes: u64,
+}
+
+/// A directory granted to the rule: where it is on the host, and where the rule sees it.
+pub(crate) type GrantDir = (std::path::PathBuf, String);
+
+/// `rulebox:rule/grants`: a rule's directory grants, read-only, for rules without WASI.
+pub(crate) fn add_grant_reads(
+    linker: &mut wasmtime::component::Linker<StoreState>,
+) -> wasmtime::Result<()> {
+    let mut grants = linker.instance("rulebox:rule/grants@0.1.0")?;
+    grants.func_wrap(
+        "read",
+        |store: wasmtime::StoreContextMut<'_, StoreState>, (path,): (String,)| {
+            let state = store.data();
+            Ok((read_grant(&state.grants, &path, state.grant_read_bytes),))
+        },
+    )
+}
+
+/// Reads `path` (as the rule sees it) from the grant it is under: through cap-std, so the
+/// path cannot leave the granted directory (`..`, absolute or escaping symlinks), and only up
+/// to `limit` bytes.
+pub(crate) fn read_grant(grants: &[GrantDir], path: &str, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let shown = truncate(path.to_owned(), 256);
+    // The longest grant the path is under ("/data/x" is under "/data", not "/dat").
+    let Some((host, _, rest)) = grants
+        .iter()
+        .filter_map(|(host, guest)| {
+            let rest = path.strip_prefix(guest.trim_end_matches('/'))?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((
+                host,
+                guest,
+                rest.trim_start_matches('/'),
+            ))
+        })
+        .max_by_key(|(_, guest, _)| guest.len())
+    else {
+        return Err(if grants.is_empty() {
+            format!(
+                "cannot read `{shown}`: this rule has no grants here (a pre-initialized rule reads them only in `init`)"
+            )
+        } else {
+            let names: Vec<&str> = grants.iter().map(|(_, guest)| guest.as_str()).collect();
+            format!(
+                "cannot read `{shown}`: not under any of this rule's grants ({})",
+                names.join(", ")
+            )
+        });
+    };
+    let fail = |what: &str, e: std::io::Error| format!("cannot read `{shown}`: {what}: {e}");
+    let dir = cap_std::fs::Dir::open_ambient_dir(host, cap_std::ambient_authority())
+        .map_err(|e| fail("the grant cannot be opened", e))?;
+    let file = dir
+        .open(if rest.is_empty() { "." } else { rest })
+        .map_err(|e| fail("cannot open it", e))?;
+    let meta = file.metadata().map_err(|e| fail("cannot stat it", e))?;
+    if !meta.is_file() {
+        return Err(format!("cannot read `{shown}`: not a file"));
+    }
+    if meta.len() > limit {
+        return Err(format!(
+            "cannot read `{shown}`: {} bytes, more than the rule's memory limit ({limit} bytes)",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // Bounded even if the file grows while it is read.
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail("reading failed", e))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "cannot read `{shown}`: more than the rule's memory limit ({limit} bytes)"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Replaces WASI's `monotonic-clock.subscribe-*`: a guest that sleeps blocks in the host,
@@ -345,6 +426,46 @@ mod tests {
         assert!(!l.memory_growing(65536, 2 << 20, None).unwrap());
         assert_eq!(l.peak, 65536);
         assert_eq!(l.refused, Some(2 << 20));
+    }
+
+    #[test]
+    fn grant_reads_stay_inside_their_grant_and_under_the_limit() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let deeper = data.join("deeper");
+        std::fs::create_dir_all(&deeper).unwrap();
+        std::fs::write(data.join("list.txt"), "KP\nIR\n").unwrap();
+        std::fs::write(deeper.join("own.txt"), "own").unwrap();
+        std::fs::write(root.path().join("secret.txt"), "secret").unwrap();
+        std::os::unix::fs::symlink(root.path().join("secret.txt"), data.join("link")).unwrap();
+        let grants = [
+            (data.clone(), "/data".to_owned()),
+            // A grant inside another: the longer one is the path's.
+            (deeper.clone(), "/data/deeper/".to_owned()),
+        ];
+        let read = |path: &str, limit: u64| read_grant(&grants, path, limit);
+        assert_eq!(read("/data/list.txt", 1024).unwrap(), b"KP\nIR\n");
+        assert_eq!(read("/data/deeper/own.txt", 1024).unwrap(), b"own");
+        let refused = |path: &str, limit: u64, why: &str| {
+            let e = read(path, limit).unwrap_err();
+            assert!(e.contains(why) && e.contains(path), "{path}: {e}");
+        };
+        refused(
+            "/database/x",
+            1024,
+            "not under any of this rule's grants (/data, /data/deeper/)",
+        );
+        refused("/data/../secret.txt", 1024, "cannot open it");
+        refused("/data/link", 1024, "cannot open it");
+        refused("/data/deeper", 1024, "not a file");
+        refused("/data/missing.txt", 1024, "cannot open it");
+        refused(
+            "/data/list.txt",
+            3,
+            "6 bytes, more than the rule's memory limit (3 bytes)",
+        );
+        let e = read_grant(&[], "/data/list.txt", 1024).unwrap_err();
+        assert!(e.contains("has no grants here"), "{e}");
     }
 
     #[test]

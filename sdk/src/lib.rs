@@ -106,6 +106,23 @@ pub fn persistent<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// The bytes of a file under one of the rule's directory grants, by the path the rule sees
+/// (`/data/list.txt`), through the host's `rulebox:rule/grants` rather than WASI: so a lean
+/// rule (one built without WASI) can load its data in [`Init`]. Readable wherever the rule's
+/// grants are: in `init`, and in every evaluation of a rule without `init`. The host refuses
+/// a path under no grant, one that leaves its grant, and a file larger than the rule's memory
+/// limit, with a message naming the path. Natively (tests) it reads the path as is.
+pub fn read_grant(path: &str) -> Result<Vec<u8>, RuleError> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        __private::initializer::rulebox::rule::grants::read(path).map_err(RuleError::failed)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::fs::read(path).map_err(|e| RuleError::failed(format!("cannot read `{path}`: {e}")))
+    }
+}
+
 /// Whether `value` lives in the SDK's per-evaluation arena (see [`persistent`]); always
 /// `false` natively and without the `arena` feature. For checking that state meant to
 /// outlive an evaluation was made outside it: a block left in the arena keeps the arena

@@ -146,6 +146,74 @@ fn sanctions_check_reads_its_list_through_a_grant() {
 
 /// Without its data, the rule's `init` fails at load, with the rule's own message: as a
 /// configuration error from the builder, as a compile-step error from a bundle.
+/// The lean build (no WASI) loads its list through the host's `rulebox:rule/grants` and
+/// decides as the wasip2 build does; a list path that leaves the grant, or a file over the
+/// rule's memory limit, refuses the load with a message naming the path.
+#[test]
+fn lean_sanctions_check_reads_its_grant_through_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("sanctioned_countries.txt"), "KP\n").unwrap();
+    std::fs::write(dir.path().join("outside.txt"), "DE\n").unwrap();
+    let lean = || {
+        rulebox_tests::engine()
+            .load(&std::fs::read(rulebox_tests::lean_guest_path("sanctions_check")).unwrap())
+            .unwrap()
+    };
+    assert!(!lean().imports_wasi());
+    let build = |settings: serde_json::Value, memory_bytes: Option<usize>| {
+        let mut b = Rule::builder("sanctions", lean())
+            .reads(["customer.country"])
+            .settings(settings)
+            .grant(Grant {
+                host: data.clone(),
+                guest: "/data".into(),
+            });
+        if let Some(bytes) = memory_bytes {
+            b = b.limits(rulebox::LimitsOverride {
+                memory_bytes: Some(bytes),
+                ..Default::default()
+            });
+        }
+        b.build()
+    };
+    let rule = build(json!({}), None).unwrap();
+    assert!(rule.pre().initialized());
+    let verdict = |doc| rule.evaluate(&input(doc)).result.unwrap().verdict;
+    assert_eq!(
+        verdict(json!({"customer": {"country": "kp"}})),
+        Verdict::Deny
+    );
+    assert_eq!(
+        verdict(json!({"customer": {"country": "DE"}})),
+        Verdict::Allow
+    );
+
+    let refused = |settings: serde_json::Value, memory: Option<usize>, want: &str| {
+        let err = build(settings, memory).unwrap_err();
+        assert_eq!(err.field, "init");
+        assert!(err.message.contains(want), "{err}");
+    };
+    refused(
+        json!({"list": "/data/../outside.txt"}),
+        None,
+        "cannot read `/data/../outside.txt`: cannot open it",
+    );
+    refused(
+        json!({"list": "/etc/passwd"}),
+        None,
+        "cannot read `/etc/passwd`: not under any of this rule's grants (/data)",
+    );
+    let big = "KP\n".repeat(400_000);
+    std::fs::write(data.join("big.txt"), &big).unwrap();
+    refused(
+        json!({"list": "/data/big.txt"}),
+        Some(1 << 20),
+        "1200000 bytes, more than the rule's memory limit (1048576 bytes)",
+    );
+}
+
 #[test]
 fn sanctions_check_without_its_data_fails_clearly_at_load() {
     let empty = tempfile::tempdir().unwrap();
@@ -158,8 +226,9 @@ fn sanctions_check_without_its_data_fails_clearly_at_load() {
         .unwrap_err();
     assert_eq!(err.field, "init");
     assert!(
-        err.message
-            .contains("cannot read sanctions list /data/sanctioned_countries.txt"),
+        err.message.contains(
+            "sanctions list: cannot read `/data/sanctioned_countries.txt`: cannot open it"
+        ),
         "{err}"
     );
 
@@ -171,7 +240,8 @@ fn sanctions_check_without_its_data_fails_clearly_at_load() {
     assert_eq!(err.step(), rulebox::LoadStep::Compile);
     let text = err.to_string();
     assert!(
-        text.contains("rule `sanctions`") && text.contains("init: cannot read sanctions list"),
+        text.contains("rule `sanctions`")
+            && text.contains("init: sanctions list: cannot read `/data/sanctioned_countries.txt`"),
         "{text}"
     );
 }

@@ -1,5 +1,7 @@
 //! Example of a rule that reads reference data through a read-only directory grant, once:
-//! its `init` loads the list at load time and every evaluation starts from that state.
+//! its `init` loads the list at load time and every evaluation starts from that state. It
+//! reads through `rulebox_sdk::read_grant` (the host's `rulebox:rule/grants`), not WASI, so it
+//! builds lean.
 //!
 //! Reads `customer.country` and `payment.beneficiary_country` (ISO codes). Settings: `list`
 //! (path inside the sandbox, default `/data/sanctioned_countries.txt`: one code per line, `#`
@@ -17,8 +19,13 @@ fn list_path(req: &Request) -> Result<String, RuleError> {
 }
 
 fn load_list(path: &str) -> Result<Vec<String>, RuleError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| RuleError::failed(format!("cannot read sanctions list {path}: {e}")))?;
+    let bytes = rulebox_sdk::read_grant(path).map_err(|e| match e {
+        RuleError::Failed(m) | RuleError::InvalidInput(m) => {
+            RuleError::failed(format!("sanctions list: {m}"))
+        }
+    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| RuleError::failed(format!("sanctions list {path}: not UTF-8: {e}")))?;
     Ok(parse_list(&text))
 }
 
