@@ -6,7 +6,8 @@
 //!   echo fixture reusing its instance, ~10 us), warm ones with ~10k loop iterations on top
 //!   (~20 us), fresh ones (the echo in a fresh instance each time) and busy ones (fresh, ~100k
 //!   iterations): interleaved rounds, medians, a table of speed-ups (`BUNDLE_ROUNDS`, default
-//!   21; `BUNDLE_SKIP_EVAL=1` skips it);
+//!   21; `BUNDLE_ONLY=tiny` keeps one size, so that no other size's rows run in between;
+//!   `BUNDLE_SKIP_EVAL=1` skips the table);
 //! - loading (criterion): cold (every component compiled) vs from the compiled-component disk
 //!   cache (a fresh engine each time, so nothing comes from memory).
 //!
@@ -76,6 +77,9 @@ fn eval_table(engine: &Engine) {
         ("fresh", &wasip2, 0, "fresh", ""),
         ("busy", &wasip2, 100_000, "fresh", ""),
     ] {
+        if std::env::var("BUNDLE_ONLY").is_ok_and(|only| only != label) {
+            continue;
+        }
         let dir = tempfile::tempdir().unwrap();
         write_bundle_of(dir.path(), echo.clone(), work, isolation, settings);
         let bundle =
