@@ -17,6 +17,52 @@ void __wasm_import_rulebox_rule_host_log(int32_t level, uint8_t *ptr, size_t len
                 (const char *)ptr);
 }
 
+/* The host's `grants.read`: natively, the path is read as it is (as the Rust SDK's native
+ * read_grant does). Fills the bindings' return area: a tag (0 ok, 1 error), then the bytes'
+ * (or the message's) pointer and length, both malloc'd. */
+void __wasm_import_rulebox_rule_grants_read(uint8_t *path, size_t len, uint8_t *ret) {
+    char *name = malloc(len + 1);
+    uint8_t *data = NULL;
+    size_t size = 0;
+    bool ok = false;
+    if (name) {
+        memcpy(name, path, len);
+        name[len] = 0;
+        FILE *f = fopen(name, "rb");
+        if (f) {
+            uint8_t chunk[4096];
+            size_t got;
+            ok = true;
+            while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
+                uint8_t *grown = realloc(data, size + got);
+                if (!grown) {
+                    ok = false;
+                    break;
+                }
+                data = grown;
+                memcpy(data + size, chunk, got);
+                size += got;
+            }
+            ok = ok && !ferror(f);
+            fclose(f);
+        }
+        free(name);
+    }
+    if (!ok) {
+        free(data);
+        static const char message[] = "cannot read the file";
+        size = sizeof message - 1;
+        data = malloc(size);
+        if (data)
+            memcpy(data, message, size);
+        else
+            size = 0;
+    }
+    ret[0] = ok ? 0 : 1;
+    memcpy(ret + sizeof(void *), &data, sizeof data);
+    memcpy(ret + 2 * sizeof(void *), &size, sizeof size);
+}
+
 /* Linked in by the bindings for the component's type section, which only Wasm has. */
 void __component_type_object_force_link_kit(void) {}
 
