@@ -87,8 +87,12 @@ pub(crate) fn read_grant(grants: &[GrantDir], path: &str, limit: u64) -> Result<
     let fail = |what: &str, e: std::io::Error| format!("cannot read `{shown}`: {what}: {e}");
     let dir = cap_std::fs::Dir::open_ambient_dir(host, cap_std::ambient_authority())
         .map_err(|e| fail("the grant cannot be opened", e))?;
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
+    let mut options = cap_std::fs::OpenOptions::new();
+    options.read(true);
+    cap_std::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
     let file = dir
-        .open(if rest.is_empty() { "." } else { rest })
+        .open_with(if rest.is_empty() { "." } else { rest }, &options)
         .map_err(|e| fail("cannot open it", e))?;
     let meta = file.metadata().map_err(|e| fail("cannot stat it", e))?;
     if !meta.is_file() {
@@ -438,6 +442,10 @@ mod tests {
         std::fs::write(deeper.join("own.txt"), "own").unwrap();
         std::fs::write(root.path().join("secret.txt"), "secret").unwrap();
         std::os::unix::fs::symlink(root.path().join("secret.txt"), data.join("link")).unwrap();
+        let fifo = std::ffi::CString::new(data.join("fifo").into_os_string().into_encoded_bytes())
+            .unwrap();
+        // SAFETY: a valid C string; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         let grants = [
             (data.clone(), "/data".to_owned()),
             // A grant inside another: the longer one is the path's.
@@ -458,6 +466,8 @@ mod tests {
         refused("/data/../secret.txt", 1024, "cannot open it");
         refused("/data/link", 1024, "cannot open it");
         refused("/data/deeper", 1024, "not a file");
+        // No writer: refused at once, not waited on.
+        refused("/data/fifo", 1024, "not a file");
         refused("/data/missing.txt", 1024, "cannot open it");
         refused(
             "/data/list.txt",
