@@ -576,7 +576,10 @@ fn a_revision_that_starts_timing_out_is_rolled_back_without_a_failed_request() {
         );
     }
     assert!(on_two >= 5, "judged on at least min_evaluations: {on_two}");
-    let (_, status) = api.get("/v1/bundles/loops");
+    // The event is kept once the rollback returns: a request may see revision 1 just before.
+    let status = wait_for(&api, "/v1/bundles/loops", |v| {
+        v["rollout"]["events"][0]["event"] == "automatic-rollback"
+    });
     assert_eq!(status["revision"], "1");
     let event = &status["rollout"]["events"][0];
     assert_eq!(event["event"], "automatic-rollback", "{status}");
