@@ -641,17 +641,19 @@ fn cheap_rules_run_inline_and_costly_ones_on_the_pool() {
     });
 }
 
-/// Rules evaluated on the calling task still reach WASI (the sanctions rule reads its list
-/// through a grant, which blocks on the ambient runtime): that must work on a multi-thread
-/// runtime (inside `block_in_place`) and on a current-thread one (where only a layer of
-/// lean rules, which import no WASI, runs inline), never panic.
+/// Rules evaluated on the calling task still reach WASI (the escape fixture reads a granted
+/// file and prints on every evaluation, both of which block on the ambient runtime): that
+/// must work on a multi-thread runtime (inside `block_in_place`) and on a current-thread one
+/// (where only a layer of lean rules, which import no WASI, runs inline), never panic. The
+/// payments bundle, all lean rules (sanctions reads its list through `rulebox:rule/grants`),
+/// runs inline on both.
 #[test]
 fn inline_rules_that_read_granted_files_work_on_either_runtime_flavor() {
     let options = LoadOptions {
         inline_below_us: 10_000_000,
         ..Default::default()
     };
-    let bundle = Bundle::load(
+    let payments = Bundle::load(
         engine(),
         &rulebox_tests::example_bundle("payments"),
         &options,
@@ -662,6 +664,19 @@ fn inline_rules_that_read_granted_files_work_on_either_runtime_flavor() {
         "customer": {"country": "DE", "age_days": 900, "verified": true},
         "payment": {"beneficiary_country": "KP"}
     }));
+    let dir = temp_bundle(
+        "[bundle]\nformat = 1\nname = \"wasi\"\nrevision = \"1\"\n\
+         [[rule]]\nname = \"escape\"\ncomponent = \"escape.wasm\"\n\
+         grants = [{ dir = \"data\", guest = \"/data\" }]\n\
+         settings = { read = [\"/data/note.txt\"], list = [] }\n",
+    );
+    std::fs::copy(
+        rulebox_tests::guest_path("hostile_escape"),
+        dir.path().join("escape.wasm"),
+    )
+    .unwrap();
+    let wasi = Bundle::load(engine(), dir.path(), &options).unwrap();
+    assert!(wasi.rules()[0].rule.pre().imports_wasi());
     let multi = rulebox_tests::rt();
     let current = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -670,9 +685,19 @@ fn inline_rules_that_read_granted_files_work_on_either_runtime_flavor() {
     for rt in [&multi, &current] {
         for _ in 0..3 {
             // The first round measures the rules (on the pool); the next run them inline.
-            let result = rt.block_on(bundle.evaluate(&doc)).unwrap();
+            let result = rt.block_on(payments.evaluate(&doc)).unwrap();
             assert!(result.errors().is_empty(), "{:?}", result.errors());
             assert_eq!(result.verdict.as_str(), "deny", "KP is sanctioned");
+            let result = rt.block_on(wasi.evaluate(&doc)).unwrap();
+            assert!(result.errors().is_empty(), "{:?}", result.errors());
+            let output = result.rules[0]
+                .result
+                .as_ref()
+                .unwrap()
+                .output
+                .clone()
+                .unwrap();
+            assert_eq!(output["read"]["/data/note.txt"]["ok"], "note", "{output}");
         }
     }
 }

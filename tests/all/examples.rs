@@ -144,8 +144,6 @@ fn sanctions_check_reads_its_list_through_a_grant() {
     assert_eq!(d.verdict, Verdict::Deny);
 }
 
-/// Without its data, the rule's `init` fails at load, with the rule's own message: as a
-/// configuration error from the builder, as a compile-step error from a bundle.
 /// The lean build (no WASI) loads its list through the host's `rulebox:rule/grants` and
 /// decides as the wasip2 build does; a list path that leaves the grant, or a file over the
 /// rule's memory limit, refuses the load with a message naming the path.
@@ -214,6 +212,8 @@ fn lean_sanctions_check_reads_its_grant_through_the_host() {
     );
 }
 
+/// Without its data, the rule's `init` fails at load, with the rule's own message: as a
+/// configuration error from the builder, as a compile-step error from a bundle.
 #[test]
 fn sanctions_check_without_its_data_fails_clearly_at_load() {
     let empty = tempfile::tempdir().unwrap();
