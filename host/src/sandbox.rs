@@ -32,7 +32,7 @@ pub(crate) struct StoreState {
     pub cpu_start: std::time::Duration,
     /// What `rulebox:rule/grants.read` may read: the directories this sandbox was granted
     /// (none for a pre-initialized rule's evaluations), and at most how many bytes a file.
-    pub grants: Vec<GrantDir>,
+    pub grants: Option<Arc<[GrantDir]>>,
     pub grant_read_bytes: u64,
 }
 
@@ -48,7 +48,8 @@ pub(crate) fn add_grant_reads(
         "read",
         |store: wasmtime::StoreContextMut<'_, StoreState>, (path,): (String,)| {
             let state = store.data();
-            Ok((read_grant(&state.grants, &path, state.grant_read_bytes),))
+            let grants = state.grants.as_deref().unwrap_or_default();
+            Ok((read_grant(grants, &path, state.grant_read_bytes),))
         },
     )
 }

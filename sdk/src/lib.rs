@@ -42,8 +42,8 @@
 //! general allocator: an evaluation's short-lived blocks cost a pointer bump, and the arena
 //! starts over once they are all freed. State that outlives an evaluation belongs in
 //! [`persistent`]; `init` and [`Request::settings_shared`] already are ([`in_arena`] tells
-//! where a value lives). To bring your own
-//! `#[global_allocator]`, turn off `arena` and `lean-allocator`.
+//! where a value lives). To bring your own `#[global_allocator]`, turn off `arena` and
+//! `lean-allocator`.
 
 #![deny(missing_docs)]
 

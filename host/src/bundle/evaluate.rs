@@ -232,7 +232,7 @@ impl Bundle {
     }
 
     /// Runs one layer's pending rules on this thread: one after another (nothing is cloned
-    /// or moved for them), or, when `share` ([`Bundle::shares`]), with the engine's helper
+    /// or moved for them), or, when `share` ([`Estimate::shares`]), with the engine's helper
     /// threads ([`share_layer`]).
     fn run_here(
         &self,

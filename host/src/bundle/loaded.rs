@@ -302,9 +302,9 @@ pub(super) struct Costs {
     /// blocking pool 0-3 times per 278 evaluations and ran at 0.92-0.98x the sequential
     /// speed.
     pub cautious: u64,
-    /// The average alone: whether a layer is worth sharing. One slow evaluation would
-    /// otherwise get a layer of tiny rules shared, where each rule costs more (its instance
-    /// in the other core's cache), keeping the figure high.
+    /// The (capped) average alone: whether a layer is worth sharing. With the last cost in
+    /// it, one slow evaluation would get a layer of tiny rules shared, where each rule costs
+    /// more (its instance in the other core's cache), keeping the figure high.
     pub typical: u64,
 }
 

@@ -25,7 +25,7 @@ fn load_list(path: &str) -> Result<Vec<String>, RuleError> {
         }
     })?;
     let text = String::from_utf8(bytes)
-        .map_err(|e| RuleError::failed(format!("sanctions list {path}: not UTF-8: {e}")))?;
+        .map_err(|e| RuleError::failed(format!("sanctions list: `{path}` is not UTF-8: {e}")))?;
     Ok(parse_list(&text))
 }
 
